@@ -1,0 +1,37 @@
+"""mnist-estimators: softmax regression, MLP and CNN digit classifiers as scikit-learn estimators."""
+
+from .data import (
+    ChecksumError,
+    MNISTFormatError,
+    download_mnist,
+    load_mnist,
+    load_sample,
+    read_idx,
+    read_idx_folder,
+    read_images,
+    read_mnist_csv,
+)
+from .estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier
+from .training import TensorBatchIterator, TrainingDivergedError, check_gradients, init_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CNNClassifier",
+    "ChecksumError",
+    "MLPClassifier",
+    "MNISTFormatError",
+    "SoftmaxRegressionClassifier",
+    "TensorBatchIterator",
+    "TrainingDivergedError",
+    "check_gradients",
+    "download_mnist",
+    "init_weights",
+    "load_mnist",
+    "load_sample",
+    "read_idx",
+    "read_idx_folder",
+    "read_images",
+    "read_mnist_csv",
+    "__version__",
+]

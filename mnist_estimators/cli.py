@@ -1,0 +1,158 @@
+"""The ``mnist-estimators`` command: demo, train, evaluate, predict.
+
+    mnist-estimators demo [--data-home DIR] [--output-dir models]
+    mnist-estimators train --model mlp --param hidden_sizes=(512,256) --param max_epochs=5 -o mlp.pkl
+    mnist-estimators evaluate mlp.pkl [--csv test.csv | --data-home DIR]
+    mnist-estimators predict mlp.pkl digit1.png digits/ | mnist-estimators predict mlp.pkl --csv x.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .data import MNISTFormatError, load_mnist, read_images, read_mnist_csv
+from .estimators import ESTIMATORS, load_model, save_model
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _parse_param(text):
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # plain strings: optimizer=adam
+    return key.strip(), value
+
+
+def _load_data(args, subset):
+    if getattr(args, "csv", None):
+        return read_mnist_csv(args.csv), f"CSV {args.csv}"
+    X, y, source = load_mnist(subset, data_home=args.data_home, return_source=True)
+    return (X, y), f"MNIST {subset} ({source['kind']}: {source['path']}, {source['n']} images)"
+
+
+def _build(name, params, verbose):
+    est = ESTIMATORS[name](verbose=verbose)
+    try:
+        est.set_params(**dict(params))
+    except ValueError as exc:
+        raise CLIError(f"--param for {name}: {exc}") from None
+    return est
+
+
+def cmd_demo(args):
+    (X, y), where = _load_data(args, "train")
+    (X_test, y_test), test_where = _load_data(args, "test")
+    print(f"train: {where}\ntest:  {test_where}", flush=True)
+    rows = []
+    for name in args.models:
+        est = _build(name, [], verbose=1)
+        print(f"\n== {name}: {type(est).__name__}", flush=True)
+        start = time.perf_counter()
+        est.fit(X, y)
+        fit_s = time.perf_counter() - start
+        acc = est.score(X_test, y_test)
+        path = save_model(est, Path(args.output_dir) / f"{name}.pkl")
+        rows.append((name, acc, fit_s, path))
+    print("\n| model | test accuracy | fit time (s) | saved to |\n|---|---|---|---|")
+    for name, acc, fit_s, path in rows:
+        print(f"| {name} | {acc:.4f} | {fit_s:.1f} | {path} |")
+    return 0
+
+
+def cmd_train(args):
+    (X, y), where = _load_data(args, "train")
+    est = _build(args.model, args.param, verbose=0 if args.quiet else 1)
+    print(f"training {type(est).__name__} on {where}", flush=True)
+    start = time.perf_counter()
+    est.fit(X, y)
+    print(f"fit time: {time.perf_counter() - start:.1f} s")
+    path = save_model(est, args.output)
+    print(f"saved to {path}")
+    return 0
+
+
+def cmd_evaluate(args):
+    model = load_model(args.model)
+    (X, y), where = _load_data(args, "test")
+    acc = model.score(X, y)
+    print(f"accuracy {acc:.4f} on {len(y)} images ({where})")
+    return 0
+
+
+def cmd_predict(args):
+    model = load_model(args.model)
+    if args.csv:
+        X, _ = read_mnist_csv(args.csv)
+        names = [f"{args.csv}:{i + 1}" for i in range(len(X))]
+    elif args.inputs:
+        X, names = read_images(args.inputs if len(args.inputs) > 1 else args.inputs[0])
+    else:
+        raise CLIError("predict needs image files, a folder of images, or --csv FILE")
+    for name, label in zip(names, model.predict(X)):
+        print(f"{name}\t{label}")
+    return 0
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mnist-estimators", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_args(p, csv_help=None):
+        p.add_argument("--data-home", help="folder of the four MNIST IDX files "
+                       "(default: $MNIST_ESTIMATORS_DATA, the cache, a download, then the sample)")
+        if csv_help:
+            p.add_argument("--csv", help=csv_help)
+
+    p = sub.add_parser("demo", help="train the three estimators and compare them")
+    data_args(p)
+    p.add_argument("--output-dir", default="models", help="where the models are saved (default: models)")
+    p.add_argument("--models", nargs="+", choices=list(ESTIMATORS), default=list(ESTIMATORS))
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train one estimator")
+    p.add_argument("--model", choices=list(ESTIMATORS), required=True)
+    p.add_argument("--param", type=_parse_param, action="append", default=[], metavar="KEY=VALUE",
+                   help="estimator parameter, repeatable (e.g. max_epochs=5, optimizer=sgd)")
+    p.add_argument("-o", "--output", required=True, help="path of the saved model (.pkl)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch table")
+    data_args(p, "train on a CSV (label, then 784 pixels) instead of MNIST")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy of a saved model on MNIST test or a CSV")
+    p.add_argument("model")
+    data_args(p, "evaluate on a CSV (label, then 784 pixels)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="labels for images (PNG/JPEG files or folders) or a CSV")
+    p.add_argument("model")
+    p.add_argument("inputs", nargs="*", help="image files or one folder")
+    p.add_argument("--csv", help="CSV of images (label column first; it is ignored)")
+    p.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            return args.func(args)
+    except (CLIError, ValueError, MNISTFormatError, FileNotFoundError, OSError) as exc:
+        print(f"mnist-estimators {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

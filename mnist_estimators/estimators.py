@@ -1,0 +1,620 @@
+"""scikit-learn estimators: thin skorch ``NeuralNetClassifier`` subclasses with working defaults.
+
+skorch's own defaults are fixed here (see DESIGN.md):
+
+- criterion: ``CrossEntropyLoss`` on logits (skorch's default ``NLLLoss`` expects log-probabilities);
+- the training iterator shuffles (skorch's does not);
+- the validation split is the documented ``validation_fraction`` (skorch silently holds out 20%);
+- uint8 pixels 0-255 are scaled to [0, 1] (``pixel_scaling``);
+- batches are tensor slices (``TensorBatchIterator``), not a per-sample ``DataLoader``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+from skorch import NeuralNetClassifier
+from skorch.callbacks import (
+    Checkpoint,
+    EarlyStopping,
+    EpochScoring,
+    EpochTimer,
+    LRScheduler,
+    PassthroughScoring,
+    PrintLog,
+)
+from skorch.dataset import Dataset
+from skorch.utils import is_dataset
+from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_array, check_X_y
+from torch import nn
+
+from .modules import CNN, MLP, SoftmaxRegression
+from .training import (
+    DivergenceGuard,
+    OneCycleLRScheduler,
+    PlateauStopping,
+    TensorBatchIterator,
+    init_weights,
+    resolve_optimizer,
+    valid_accuracy,
+)
+
+LR_SCHEDULES = ("step", "exponential", "cosine", "onecycle", "plateau")
+
+
+def resolve_device(device):
+    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _param_error(est, name, expected, got):
+    return ValueError(
+        f"The '{name}' parameter of {type(est).__name__} must be {expected}. Got {got!r} instead."
+    )
+
+
+class _MNISTClassifier(NeuralNetClassifier):
+    """Shared machinery of the three estimators. Not public: use the subclasses."""
+
+    # The keys of __init__ that configure the module, forwarded as module kwargs.
+    _module_params = ()
+
+    def __init__(
+        self,
+        module,
+        *,
+        init="default",
+        optimizer="adam",
+        lr=1e-3,
+        weight_decay=0.0,
+        l1=0.0,
+        batch_size=128,
+        max_epochs=10,
+        lr_schedule=None,
+        validation_fraction=0.1,
+        early_stopping=False,
+        patience=5,
+        plateau_tol=None,
+        checkpoint_dir=None,
+        random_state=None,
+        pixel_scaling="auto",
+        device="cpu",
+        verbose=0,
+        criterion=nn.CrossEntropyLoss,
+        iterator_train=TensorBatchIterator,
+        iterator_valid=TensorBatchIterator,
+        train_split=None,
+        **kwargs,
+    ):
+        super().__init__(
+            module,
+            criterion=criterion,
+            optimizer=optimizer,
+            lr=lr,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            iterator_train=iterator_train,
+            iterator_valid=iterator_valid,
+            train_split=train_split,
+            device=device,
+            verbose=verbose,
+            **kwargs,
+        )
+        self.init = init
+        self.weight_decay = weight_decay
+        self.l1 = l1
+        self.lr_schedule = lr_schedule
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.patience = patience
+        self.plateau_tol = plateau_tol
+        self.checkpoint_dir = checkpoint_dir
+        self.random_state = random_state
+        self.pixel_scaling = pixel_scaling
+
+    # ------------------------------------------------------------------ device
+    # skorch reads ``self.device`` everywhere (module, criterion, batches). "auto" is resolved on
+    # read, while get_params/clone/pickle keep the value the user gave.
+    @property
+    def device(self):
+        return resolve_device(self.__dict__.get("device", "cpu"))
+
+    @device.setter
+    def device(self, value):
+        self.__dict__["device"] = value
+
+    def get_params(self, deep=True, **kwargs):
+        params = super().get_params(deep=deep, **kwargs)
+        params["device"] = self.__dict__.get("device", "cpu")
+        params.pop("_params_to_validate", None)
+        return params
+
+    def __setstate__(self, state):
+        requested = state.get("device", "cpu")
+        state["device"] = resolve_device(requested)
+        super().__setstate__(state)
+        if requested == "auto":
+            self.__dict__["device"] = requested
+
+    # ------------------------------------------------------------------ validation
+    def _validate_hyperparams(self):
+        def check(name, ok, expected):
+            if not ok:
+                raise _param_error(self, name, expected, getattr(self, name))
+
+        real = (numbers.Real,)
+        check("lr", isinstance(self.lr, real) and self.lr > 0, "a float > 0")
+        check("batch_size", isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1,
+              "an int >= 1")
+        check("max_epochs", isinstance(self.max_epochs, numbers.Integral) and self.max_epochs >= 1,
+              "an int >= 1")
+        check("weight_decay", isinstance(self.weight_decay, real) and self.weight_decay >= 0,
+              "a float >= 0")
+        check("l1", isinstance(self.l1, real) and self.l1 >= 0, "a float >= 0")
+        vf = self.validation_fraction
+        check("validation_fraction", vf is None or (isinstance(vf, real) and 0 <= vf < 1),
+              "None or a float in [0, 1)")
+        check("lr_schedule", self.lr_schedule is None or self.lr_schedule in LR_SCHEDULES,
+              f"None or one of {list(LR_SCHEDULES)}")
+        check("patience", isinstance(self.patience, numbers.Integral) and self.patience >= 1,
+              "an int >= 1")
+        check("plateau_tol", self.plateau_tol is None or
+              (isinstance(self.plateau_tol, real) and self.plateau_tol > 0), "None or a float > 0")
+        check("pixel_scaling", self.pixel_scaling in ("auto", True, False), "'auto', True or False")
+        dev = self.__dict__.get("device")
+        check("device", dev is None or dev in ("auto", "cpu") or str(dev).startswith("cuda"),
+              "'cpu', 'cuda', 'cuda:N' or 'auto'")
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"{type(self).__name__}(device={dev!r}) needs CUDA, which this "
+                             "machine does not have; use device='auto' or 'cpu'.")
+        if self.early_stopping and not self._has_validation():
+            raise ValueError(f"{type(self).__name__}(early_stopping=True) monitors the validation "
+                             "loss: set validation_fraction > 0 (or a train_split).")
+        resolve_optimizer(self.optimizer)
+
+    def _has_validation(self):
+        return self.train_split is not None or bool(self.validation_fraction)
+
+    def n_valid_samples(self, n):
+        """Number of the ``n`` fit samples held out for validation."""
+        if self.train_split is not None or not self.validation_fraction:
+            return 0
+        return math.ceil(self.validation_fraction * n)
+
+    # ------------------------------------------------------------------ input checks
+    def _check_X(self, X, reset):
+        """Validate X and return a float32 tensor ``(n, n_features)`` scaled by ``input_scale_``."""
+        if torch.is_tensor(X):
+            X = X.detach().cpu().numpy()
+        X = check_array(X, dtype="numeric", allow_nd=True, ensure_all_finite=True, input_name="X")
+        X = self._flatten(X)
+        if reset:
+            self.n_features_in_ = X.shape[1]
+            self.input_scale_ = self._pixel_scale(X)
+        elif X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+        if self.input_scale_ != 1.0:
+            Xt.mul_(self.input_scale_)
+        return Xt
+
+    def _flatten(self, X):
+        # (n, 784), (n, 28, 28) and (n, 1, 28, 28) are all accepted; the module sees (n, 784).
+        if X.ndim == 4 and X.shape[1] != 1:
+            raise ValueError(f"Expected single-channel images (n, 1, H, W); got X with shape {X.shape}.")
+        if X.ndim > 4:
+            raise ValueError(f"Expected X of shape (n, 784), (n, 28, 28) or (n, 1, 28, 28); got {X.shape}.")
+        return X.reshape(len(X), -1)
+
+    def _pixel_scale(self, X):
+        if self.pixel_scaling is False:
+            return 1.0
+        if self.pixel_scaling is True or X.dtype.kind in "ui":
+            return 1.0 / 255.0
+        # Floats: 0-255 pixel values get scaled; [0, 1] pixels and standardized features do not.
+        if X.dtype.kind == "f" and X.min() >= 0 and 1.0 < X.max() <= 255.0:
+            return 1.0 / 255.0
+        return 1.0
+
+    def _check_Xy(self, X, y, reset, classes=None):
+        X_checked, y = check_X_y(X, y, dtype=None, allow_nd=True, ensure_all_finite=True,
+                                 ensure_min_samples=1)
+        Xt = self._check_X(X_checked, reset=reset)
+        if reset:
+            labels = classes if classes is not None else self.classes
+            self.classes_inferred_ = np.unique(y) if labels is None else np.asarray(labels)
+        yt = torch.from_numpy(self._encode(y))
+        return Xt, yt
+
+    def _encode(self, y):
+        classes = self.classes_
+        sorter = np.argsort(classes)
+        pos = np.searchsorted(classes, y, sorter=sorter)
+        pos = np.clip(pos, 0, len(classes) - 1)
+        idx = sorter[pos]
+        unknown = classes[idx] != y
+        if unknown.any():
+            raise ValueError(f"y contains labels not seen in fit or given as classes: "
+                             f"{np.unique(y[unknown])[:10].tolist()} (known: {classes.tolist()}).")
+        return idx.astype(np.int64)
+
+    @property
+    def classes_(self):
+        try:
+            return self.classes_inferred_
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__} has no attribute 'classes_' before fit.") \
+                from None
+
+    def check_data(self, X, y=None):
+        # Done in fit/partial_fit (_check_Xy); skorch's version would re-infer classes from the
+        # encoded labels.
+        pass
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y, **fit_params):
+        """Validate the data, initialize the network (unless ``warm_start``) and train.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, 784), (n, 28, 28) or (n, 1, 28, 28)
+            uint8 pixels (0-255) or floats; a pandas DataFrame works too.
+        y : array-like of shape (n,)
+            Labels of any type (ints, strings).
+
+        Returns
+        -------
+        self
+        """
+        self._validate_hyperparams()
+        reset = not (self.warm_start and self.initialized_)
+        Xt, yt = self._check_Xy(X, y, reset=reset)
+        if reset:
+            self.initialize()
+        return super().partial_fit(Xt, yt, **fit_params)
+
+    def partial_fit(self, X, y, classes=None, **fit_params):
+        """Train for ``max_epochs`` more epochs without re-initializing (first call initializes).
+
+        ``classes`` lists every label when a batch may not show them all.
+        """
+        self._validate_hyperparams()
+        first = not self.initialized_ or not hasattr(self, "n_features_in_")
+        Xt, yt = self._check_Xy(X, y, reset=first, classes=classes)
+        if first:
+            self.initialize()
+        return super().partial_fit(Xt, yt, **fit_params)
+
+    def initialize_module(self):
+        kwargs = {name: getattr(self, name) for name in self._module_params}
+        kwargs["n_features"] = getattr(self, "n_features_in_", 784)
+        kwargs["n_classes"] = len(self.classes_) if hasattr(self, "classes_inferred_") else 10
+        kwargs.update(self.get_params_for("module"))
+        if self.random_state is not None:
+            # Seeds module init and then dropout for the fit that follows: same seed, same model.
+            torch.manual_seed(self.random_state)
+        module = self.initialized_instance(self.module, kwargs)
+        self.module_ = init_weights(module, self.init, kwargs.get("activation", "relu"))
+        return self
+
+    def initialize_optimizer(self, triggered_directly=None):
+        named_parameters = self.get_all_learnable_params()
+        args, kwargs = self.get_params_for_optimizer("optimizer", named_parameters)
+        cls, defaults = resolve_optimizer(self.optimizer)
+        if self.weight_decay:
+            defaults["weight_decay"] = self.weight_decay
+        self.optimizer_ = cls(*args, **{**defaults, **kwargs})
+        return self
+
+    @property
+    def _default_callbacks(self):
+        callbacks = [
+            ("epoch_timer", EpochTimer()),
+            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
+        ]
+        if self._has_validation():
+            callbacks += [
+                ("valid_loss", PassthroughScoring(name="valid_loss")),
+                ("valid_acc", EpochScoring(valid_accuracy, name="valid_acc",
+                                           lower_is_better=False)),
+            ]
+        callbacks.append(("divergence_guard", DivergenceGuard()))
+        if self.lr_schedule is not None:
+            callbacks.append(("lr_scheduler", self._make_lr_scheduler()))
+        if self.early_stopping:
+            callbacks.append(("early_stopping", EarlyStopping(
+                monitor="valid_loss", patience=self.patience, load_best=True)))
+        if self.plateau_tol is not None:
+            callbacks.append(("plateau_stopping", PlateauStopping(tol=self.plateau_tol)))
+        if self.checkpoint_dir is not None:
+            callbacks.append(("checkpoint", Checkpoint(
+                monitor=None, dirname=str(self.checkpoint_dir),
+                f_params="params_epoch{last_epoch[epoch]}.pt", f_optimizer=None,
+                f_criterion=None, f_history="history.json", load_best=False)))
+        callbacks.append(("print_log", PrintLog()))
+        return callbacks
+
+    def _make_lr_scheduler(self):
+        sched = torch.optim.lr_scheduler
+        epochs = self.max_epochs
+        if self.lr_schedule == "step":
+            return LRScheduler(sched.StepLR, step_size=max(1, epochs // 3), gamma=0.1)
+        if self.lr_schedule == "exponential":
+            return LRScheduler(sched.ExponentialLR, gamma=0.9)
+        if self.lr_schedule == "cosine":
+            return LRScheduler(sched.CosineAnnealingLR, T_max=epochs)
+        if self.lr_schedule == "onecycle":
+            return OneCycleLRScheduler(n_train=_n_train_samples, max_lr=self.lr, epochs=epochs)
+        monitor = "valid_loss" if self._has_validation() else "train_loss"
+        return LRScheduler(sched.ReduceLROnPlateau, monitor=monitor, patience=2, factor=0.1)
+
+    def get_split_datasets(self, X, y=None, **fit_params):
+        if self.train_split is not None:
+            return super().get_split_datasets(X, y, **fit_params)
+        device = self.device
+        n_valid = self.n_valid_samples(len(X))
+        if not n_valid:
+            return Dataset(X.to(device), y.to(device)), None
+        y_np = y.numpy()
+        counts = np.bincount(y_np)
+        n_classes = int((counts > 0).sum())
+        stratify = y_np if (counts[counts > 0].min() >= 2 and n_valid >= n_classes
+                            and len(y_np) - n_valid >= n_classes) else None
+        idx_train, idx_valid = train_test_split(
+            np.arange(len(y_np)), test_size=n_valid, stratify=stratify,
+            random_state=self.random_state)
+        idx_train, idx_valid = torch.from_numpy(idx_train), torch.from_numpy(idx_valid)
+        return (Dataset(X[idx_train].to(device), y[idx_train].to(device)),
+                Dataset(X[idx_valid].to(device), y[idx_valid].to(device)))
+
+    def get_iterator(self, dataset, training=False):
+        if not training:
+            return super().get_iterator(dataset, training=False)
+        # skorch's default training iterator does not shuffle; ours does, seeded by random_state.
+        kwargs = self.get_params_for("iterator_train")
+        kwargs.setdefault("shuffle", True)
+        if kwargs["shuffle"] and self.random_state is not None:
+            kwargs.setdefault("generator", torch.Generator().manual_seed(int(self.random_state)))
+        kwargs.setdefault("batch_size", self.batch_size)
+        if kwargs["batch_size"] == -1:
+            kwargs["batch_size"] = len(dataset)
+        return self.iterator_train(dataset, **kwargs)
+
+    def get_dataset(self, X, y=None):
+        if torch.is_tensor(X) and y is None:
+            return Dataset(X, None)
+        return super().get_dataset(X, y)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        loss = super().get_loss(y_pred, y_true, X=X, training=training)
+        if training and self.l1:
+            # L1 on weights (not biases); skorch has no penalty hook, and optimizers only do L2.
+            penalty = sum(p.abs().sum() for p in self.module_.parameters() if p.dim() > 1)
+            loss = loss + self.l1 * penalty
+        return loss
+
+    # ------------------------------------------------------------------ prediction
+    def predict_proba(self, X):
+        """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""
+        self.check_is_fitted()
+        if not is_dataset(X):  # skorch's scoring callbacks pass the validation Dataset itself
+            X = self._check_X(X, reset=False)
+        return super().predict_proba(X)
+
+    def predict(self, X):
+        """Predicted labels, taken from ``classes_``."""
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+def _n_train_samples(net, X):
+    return len(X) - net.n_valid_samples(len(X))
+
+
+_COMMON_DOC = """
+    init : str, default="default"
+        Weight initialization: "default" (PyTorch's), "zero", "uniform" (U(0, 1)), "normal"
+        (N(0, 0.01^2)), "he_uniform", "he_normal", "xavier_uniform", "xavier_normal".
+    optimizer : str or torch optimizer class, default="adam"
+        "sgd", "momentum" (SGD, momentum 0.9), "nesterov", "rmsprop", "adam", "adamw", or a class.
+        Extra arguments go through ``optimizer__*`` (e.g. ``optimizer__momentum=0.95``).
+    lr : float, default=1e-3
+        Learning rate (the peak rate with ``lr_schedule="onecycle"``).
+    weight_decay : float, default=0.0
+        L2 penalty, passed to the optimizer.
+    l1 : float, default=0.0
+        L1 penalty: ``l1 * sum(|w|)`` over weight matrices and kernels is added to the loss.
+    batch_size : int, default=128
+    max_epochs : int, default=10
+    lr_schedule : {None, "step", "exponential", "cosine", "onecycle", "plateau"}, default=None
+        Learning-rate schedule (skorch ``LRScheduler``; its arguments are reachable as
+        ``callbacks__lr_scheduler__*``).
+    validation_fraction : float or None, default=0.1
+        Share of the fit data held out (stratified, seeded by ``random_state``) to report
+        ``valid_loss``/``valid_acc`` each epoch and drive early stopping. None or 0 trains on all
+        of it. Unlike skorch's default, nothing is held out that this parameter does not say.
+    early_stopping : bool, default=False
+        Stop when ``valid_loss`` has not improved for ``patience`` epochs, and restore the best
+        weights (skorch ``EarlyStopping(load_best=True)``).
+    patience : int, default=5
+    plateau_tol : float or None, default=None
+        Stop when the std of the last 5 epoch training losses is below ``plateau_tol`` times their
+        mean (seed 004's plateau criterion).
+    checkpoint_dir : str or None, default=None
+        Save the weights after every epoch as ``params_epochN.pt`` there, plus ``history.json``.
+    random_state : int or None, default=None
+        Seeds weight init, dropout, shuffling and the validation split: same seed, same
+        predictions on CPU. Note that it seeds torch's global generator at initialization.
+    pixel_scaling : {"auto", True, False}, default="auto"
+        "auto" divides by 255 when X is integer-typed, or float with values in (1, 255];
+        [0, 1] images and standardized features pass unchanged. The factor is learned in ``fit``
+        (``input_scale_``) and reused at predict time.
+    device : {"cpu", "cuda", "cuda:N", "auto"}, default="cpu"
+        "auto" takes CUDA when available.
+    verbose : int, default=0
+        1 prints skorch's per-epoch table.
+    **kwargs
+        Any skorch ``NeuralNet`` argument (``callbacks``, ``warm_start``, ``iterator_train``,
+        ``module__*``, ...). ``iterator_train=torch.utils.data.DataLoader`` restores skorch's
+        per-sample loader (``iterator_train__shuffle`` defaults to True either way).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+    input_scale_ : float
+    module_ : torch.nn.Module
+    history_ : skorch.History
+        Per-epoch ``train_loss``, ``valid_loss``, ``valid_acc``, ``dur`` (and per-batch values).
+"""
+
+
+class SoftmaxRegressionClassifier(_MNISTClassifier):
+    __doc__ = """Multinomial logistic (softmax) regression trained by mini-batch gradient descent.
+
+    Parameters
+    ----------""" + _COMMON_DOC + """
+    See Also
+    --------
+    MLPClassifier, CNNClassifier
+
+    Examples
+    --------
+    >>> from mnist_estimators import SoftmaxRegressionClassifier, load_mnist
+    >>> X, y = load_mnist("train", data_home=None)  # doctest: +SKIP
+    >>> clf = SoftmaxRegressionClassifier(max_epochs=2).fit(X[:500], y[:500])  # doctest: +SKIP
+    >>> clf.predict(X[:3]).shape  # doctest: +SKIP
+    (3,)
+    """
+
+    _module_params = ()
+
+    def __init__(self, *, module=SoftmaxRegression, init="default", optimizer="adam", lr=1e-3,
+                 batch_size=128, max_epochs=10, lr_schedule="cosine", **kwargs):
+        super().__init__(module, init=init, optimizer=optimizer, lr=lr, batch_size=batch_size,
+                         max_epochs=max_epochs, lr_schedule=lr_schedule, **kwargs)
+
+
+class MLPClassifier(_MNISTClassifier):
+    __doc__ = """Multi-layer perceptron.
+
+    Parameters
+    ----------
+    hidden_sizes : tuple of int, default=(256, 128)
+        Width of each hidden layer; its length is the depth.
+    activation : {"relu", "leaky_relu", "elu", "tanh", "sigmoid", "gelu"}, default="relu"
+    dropout : float, default=0.1
+        Dropout after each hidden activation.
+    batch_norm : bool, default=False
+        BatchNorm1d after each hidden linear layer.""" + _COMMON_DOC + """
+    See Also
+    --------
+    SoftmaxRegressionClassifier, CNNClassifier, sklearn.neural_network.MLPClassifier
+    """
+
+    _module_params = ("hidden_sizes", "activation", "dropout", "batch_norm")
+
+    def __init__(self, *, hidden_sizes=(256, 128), activation="relu", dropout=0.1,
+                 batch_norm=False, module=MLP, init="he_normal", optimizer="adam", lr=1e-3,
+                 batch_size=128, max_epochs=10, lr_schedule="cosine", **kwargs):
+        super().__init__(module, init=init, optimizer=optimizer, lr=lr, batch_size=batch_size,
+                         max_epochs=max_epochs, lr_schedule=lr_schedule, **kwargs)
+        self.hidden_sizes = hidden_sizes
+        self.activation = activation
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+
+
+class CNNClassifier(_MNISTClassifier):
+    __doc__ = """Convolutional network; takes flat (n, 784) or image-shaped input.
+
+    Parameters
+    ----------
+    channels : tuple of int, default=(16, 32)
+        Output channels of each Conv3x3 -> BatchNorm -> activation -> MaxPool2 block.
+    hidden_sizes : tuple of int, default=(128,)
+        Fully connected layers after the conv blocks.
+    activation : str, default="relu"
+    dropout : float, default=0.25
+        Dropout after each fully connected hidden layer.
+    batch_norm : bool, default=True""" + _COMMON_DOC + """
+    See Also
+    --------
+    SoftmaxRegressionClassifier, MLPClassifier
+    """
+
+    _module_params = ("channels", "hidden_sizes", "activation", "dropout", "batch_norm")
+
+    def __init__(self, *, channels=(16, 32), hidden_sizes=(128,), activation="relu", dropout=0.25,
+                 batch_norm=True, module=CNN, init="default", optimizer="adam", lr=3e-3,
+                 batch_size=128, max_epochs=4, lr_schedule="onecycle", **kwargs):
+        super().__init__(module, init=init, optimizer=optimizer, lr=lr, batch_size=batch_size,
+                         max_epochs=max_epochs, lr_schedule=lr_schedule, **kwargs)
+        self.channels = channels
+        self.hidden_sizes = hidden_sizes
+        self.activation = activation
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+
+
+ESTIMATORS = {
+    "softmax": SoftmaxRegressionClassifier,
+    "mlp": MLPClassifier,
+    "cnn": CNNClassifier,
+}
+
+
+def save_model(model, path):
+    """Pickle a fitted estimator (or Pipeline) to ``path`` atomically; returns the path.
+
+    The bytes go to a temporary file beside ``path`` that is renamed only once complete, so an
+    interrupted save never leaves a truncated model that looks whole.
+    """
+    import os
+    import pickle
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_model(path):
+    """Load a model saved by ``save_model``. Only load files you trust: this unpickles."""
+    import pickle
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Model file {path} does not exist.")
+    try:
+        with open(path, "rb") as f:
+            model = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as exc:
+        raise ValueError(f"{path}: not a saved model ({type(exc).__name__}: {exc}).") from exc
+    if not hasattr(model, "predict"):
+        raise ValueError(f"{path}: holds a {type(model).__name__}, not a model with predict().")
+    return model

@@ -1,0 +1,114 @@
+"""Plain torch modules: softmax regression, MLP and CNN.
+
+Every module takes a flat float batch ``(N, n_features)`` and returns logits ``(N, n_classes)``;
+the loss (cross-entropy on logits) lives in the estimator. Nothing here knows about
+scikit-learn or MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+ACTIVATIONS = {
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+}
+
+
+def make_activation(name):
+    """Return a fresh activation layer for ``name`` (a key of ``ACTIVATIONS``)."""
+    try:
+        return ACTIVATIONS[name]()
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"The 'activation' parameter must be one of {sorted(ACTIVATIONS)}. Got {name!r} instead."
+        ) from None
+
+
+def _check_sizes(name, sizes):
+    sizes = tuple(sizes)
+    if not all(isinstance(s, int) and s > 0 for s in sizes):
+        raise ValueError(f"The '{name}' parameter must be positive integers. Got {sizes!r} instead.")
+    return sizes
+
+
+class SoftmaxRegression(nn.Module):
+    """One linear layer: ``(N, n_features) -> (N, n_classes)`` logits."""
+
+    def __init__(self, n_features=784, n_classes=10):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_classes)
+
+    def forward(self, X):
+        return self.linear(X)
+
+
+class MLP(nn.Module):
+    """Fully connected network: ``[Linear -> (BatchNorm) -> activation -> (Dropout)] * k -> Linear``."""
+
+    def __init__(self, n_features=784, n_classes=10, hidden_sizes=(256, 128), activation="relu",
+                 dropout=0.0, batch_norm=False):
+        super().__init__()
+        layers, width = [], n_features
+        for size in _check_sizes("hidden_sizes", hidden_sizes):
+            layers.append(nn.Linear(width, size))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(size))
+            layers.append(make_activation(activation))
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        self.hidden = nn.Sequential(*layers)  # (N, n_features) -> (N, hidden_sizes[-1])
+        self.output = nn.Linear(width, n_classes)
+
+    def forward(self, X):
+        return self.output(self.hidden(X))
+
+
+class CNN(nn.Module):
+    """Convolutional network for square single-channel images given flat.
+
+    Each entry of ``channels`` adds ``Conv3x3 -> (BatchNorm) -> activation -> MaxPool2``;
+    ``hidden_sizes`` adds fully connected layers before the output.
+    """
+
+    def __init__(self, n_features=784, n_classes=10, channels=(32, 64), hidden_sizes=(128,),
+                 activation="relu", dropout=0.0, batch_norm=True, kernel_size=3):
+        super().__init__()
+        side = math.isqrt(n_features)
+        if side * side != n_features:
+            raise ValueError(
+                f"CNN needs square images: n_features must be a perfect square (784 for 28x28). "
+                f"Got {n_features} features instead."
+            )
+        self.side = side
+        blocks, in_ch = [], 1
+        for out_ch in _check_sizes("channels", channels):
+            blocks.append(nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2,
+                                    bias=not batch_norm))
+            if batch_norm:
+                blocks.append(nn.BatchNorm2d(out_ch))
+            blocks.append(make_activation(activation))
+            blocks.append(nn.MaxPool2d(2))  # (N, C, s, s) -> (N, C, s//2, s//2)
+            side, in_ch = side // 2, out_ch
+        if side < 1:
+            raise ValueError(f"Too many conv blocks ({len(channels)}) for {self.side}x{self.side} images.")
+        self.features = nn.Sequential(*blocks)  # (N, 1, 28, 28) -> (N, 64, 7, 7) by default
+        head, width = [nn.Flatten()], in_ch * side * side
+        for size in _check_sizes("hidden_sizes", hidden_sizes):
+            head += [nn.Linear(width, size), make_activation(activation)]
+            if dropout:
+                head.append(nn.Dropout(dropout))
+            width = size
+        head.append(nn.Linear(width, n_classes))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, X):
+        X = X.reshape(-1, 1, self.side, self.side)  # (N, 784) -> (N, 1, 28, 28)
+        return self.classifier(self.features(X))

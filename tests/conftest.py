@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny real MNIST data, IDX writers, the full set when present."""
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_estimators import load_sample
+
+FULL_MNIST = Path(os.environ.get("MNIST_ESTIMATORS_TEST_DATA",
+                                 Path(__file__).resolve().parents[1].parent / "shared/datasets/mnist"))
+
+_X, _Y = load_sample()
+_rng = np.random.default_rng(0)
+_idx = _rng.permutation(len(_X))
+# Module-level tiny data (sklearn's habit): 400 train and 200 test images of real MNIST digits.
+X_TRAIN, Y_TRAIN = _X[_idx[:400]], _Y[_idx[:400]]
+X_TEST, Y_TEST = _X[_idx[400:600]], _Y[_idx[400:600]]
+
+
+def write_idx(path, array, gz=None):
+    """Write ``array`` (uint8) as an IDX file; gzip when the name ends in .gz."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.tobytes()
+    gz = str(path).endswith(".gz") if gz is None else gz
+    Path(path).write_bytes(gzip.compress(data) if gz else data)
+    return Path(path)
+
+
+def write_idx_folder(folder, n_train=30, n_test=10, gz=True, side=28, seed=0):
+    """A folder in the MNIST layout holding random images and labels; returns the arrays."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    out = {}
+    for subset, prefix, n in (("train", "train", n_train), ("test", "t10k", n_test)):
+        X = rng.integers(0, 256, size=(n, side, side), dtype=np.uint8)
+        y = rng.integers(0, 10, size=n, dtype=np.uint8)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte{suffix}", X)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte{suffix}", y)
+        out[subset] = (X.reshape(n, -1), y.astype(np.int64))
+    return out
+
+
+@pytest.fixture
+def full_mnist_dir():
+    if not (FULL_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"full MNIST not found at {FULL_MNIST}")
+    return FULL_MNIST
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """No test reads or writes the user's cache or depends on MNIST_ESTIMATORS_DATA."""
+    monkeypatch.setenv("MNIST_ESTIMATORS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MNIST_ESTIMATORS_DATA", raising=False)
