@@ -30,6 +30,7 @@ from skorch.callbacks import (
 from skorch.dataset import Dataset
 from skorch.utils import is_dataset
 from sklearn.model_selection import train_test_split
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_X_y
 from torch import nn
 
@@ -49,7 +50,7 @@ LR_SCHEDULES = ("step", "exponential", "cosine", "onecycle", "plateau")
 
 def resolve_device(device):
     """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else unchanged."""
-    if device == "auto":
+    if isinstance(device, str) and device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
@@ -183,7 +184,7 @@ class _MNISTClassifier(NeuralNetClassifier):
         resolve_optimizer(self.optimizer)
 
     def _has_validation(self):
-        return self.train_split is not None or bool(self.validation_fraction)
+        return self.train_split is not None or _flag(self.validation_fraction)
 
     def n_valid_samples(self, n):
         """Number of the ``n`` fit samples held out for validation."""
@@ -235,10 +236,14 @@ class _MNISTClassifier(NeuralNetClassifier):
     def _check_Xy(self, X, y, reset, classes=None):
         X_checked, y = check_X_y(X, y, dtype=None, allow_nd=True, ensure_all_finite=True,
                                  ensure_min_samples=1)
+        check_classification_targets(y)
         Xt = self._check_X(X_checked, reset=reset)
         if reset:
             labels = classes if classes is not None else self.classes
             self.classes_inferred_ = np.unique(y) if labels is None else np.asarray(labels)
+            if len(self.classes_inferred_) < 2:
+                raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes; got "
+                                 f"1 class ({self.classes_inferred_[0]!r}) in {len(y)} samples.")
         yt = torch.from_numpy(self._encode(y))
         return Xt, yt
 
@@ -358,9 +363,11 @@ class _MNISTClassifier(NeuralNetClassifier):
                                            lower_is_better=False)),
             ]
         callbacks.append(("divergence_guard", DivergenceGuard()))
-        if self.lr_schedule is not None:
+        # get_params(deep=True) builds these from any parameter values, invalid ones included
+        # (fit validates them first): hence the tolerant tests below.
+        if isinstance(self.lr_schedule, str):
             callbacks.append(("lr_scheduler", self._make_lr_scheduler()))
-        if self.early_stopping:
+        if _flag(self.early_stopping):
             callbacks.append(("early_stopping", EarlyStopping(
                 monitor="valid_loss", patience=self.patience, load_best=True)))
         if self.plateau_tol is not None:
@@ -375,7 +382,7 @@ class _MNISTClassifier(NeuralNetClassifier):
 
     def _make_lr_scheduler(self):
         sched = torch.optim.lr_scheduler
-        epochs = self.max_epochs
+        epochs = self.max_epochs if isinstance(self.max_epochs, numbers.Integral) else 10
         if self.lr_schedule == "step":
             return LRScheduler(sched.StepLR, step_size=max(1, epochs // 3), gamma=0.1)
         if self.lr_schedule == "exponential":
@@ -450,6 +457,11 @@ class _MNISTClassifier(NeuralNetClassifier):
         tags.input_tags.allow_nan = False
         tags.non_deterministic = self.random_state is None
         return tags
+
+
+def _flag(value):
+    """Truthiness that tolerates any value: None, False and 0 are off, everything else on."""
+    return not (value is None or value is False or (isinstance(value, numbers.Real) and value == 0))
 
 
 def _n_train_samples(net, X):
