@@ -154,6 +154,9 @@ def main(argv=None):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            # one line per warning ("warning: Full MNIST not found ..."), not a source excerpt
+            warnings.showwarning = lambda message, category, *rest, **kw: print(
+                f"mnist-estimators: {category.__name__}: {message}", file=sys.stderr)
             return args.func(args)
     except (CLIError, ValueError, MNISTFormatError, FileNotFoundError, OSError) as exc:
         print(f"mnist-estimators {args.command}: error: {exc}", file=sys.stderr)

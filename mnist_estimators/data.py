@@ -317,7 +317,8 @@ def download_mnist(dest=None, *, mirrors=MIRRORS, checksums=None, timeout=30, pr
             except (OSError, ChecksumError, ValueError) as exc:
                 errors.append(f"{url}: {exc}")
         else:
-            raise OSError(f"Could not download {name} from any mirror:\n  " + "\n  ".join(errors))
+            raise OSError(f"Could not download {name} from any of {len(errors)} mirrors "
+                          f"(last error: {errors[-1]}):\n  " + "\n  ".join(errors))
     return dest
 
 
