@@ -4,6 +4,9 @@
     mnist-estimators train --model mlp --param hidden_sizes=(512,256) --param max_epochs=5 -o mlp.pkl
     mnist-estimators evaluate mlp.pkl [--csv test.csv | --data-home DIR]
     mnist-estimators predict mlp.pkl digit1.png digits/ | mnist-estimators predict mlp.pkl --csv x.csv
+    mnist-estimators ui [--port 5000]
+
+Every fit is tracked in MLflow ($MLFLOW_TRACKING_URI, else ./mlruns/); `ui` opens that store.
 """
 
 from __future__ import annotations
@@ -72,7 +75,18 @@ def cmd_demo(args):
     print("\n| model | test accuracy | fit time (s) | saved to |\n|---|---|---|---|")
     for name, acc, fit_s, path in rows:
         print(f"| {name} | {acc:.4f} | {fit_s:.1f} | {path} |")
+    _where_runs_are()
     return 0
+
+
+def _where_runs_are():
+    from . import tracking
+
+    if tracking.is_enabled():
+        tracking.flush()
+        import mlflow
+
+        print(f"\nruns logged to {mlflow.get_tracking_uri()}; `mnist-estimators ui` opens them")
 
 
 def cmd_train(args):
@@ -84,6 +98,7 @@ def cmd_train(args):
     print(f"fit time: {time.perf_counter() - start:.1f} s")
     path = save_model(est, args.output)
     print(f"saved to {path}")
+    _where_runs_are()
     return 0
 
 
@@ -107,6 +122,23 @@ def cmd_predict(args):
     for name, label in zip(names, model.predict(X)):
         print(f"{name}\t{label}")
     return 0
+
+
+def cmd_ui(args):
+    import subprocess
+
+    from .tracking import ensure_store
+
+    uri, artifacts = ensure_store()
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", args.host, "--port", str(args.port)]
+    if artifacts:
+        cmd += ["--default-artifact-root", artifacts]
+    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
 
 
 def build_parser():
@@ -139,6 +171,11 @@ def build_parser():
     p.add_argument("model")
     data_args(p, "evaluate on a CSV (label, then 784 pixels)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("ui", help="start the MLflow UI on the run store and print its URL")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("predict", help="labels for images (PNG/JPEG files or folders) or a CSV")
     p.add_argument("model")

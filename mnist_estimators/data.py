@@ -19,6 +19,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,39 @@ class MNISTFormatError(ValueError):
 
 class ChecksumError(MNISTFormatError):
     """A downloaded file does not match its expected checksum."""
+
+
+# --------------------------------------------------------------------------- provenance
+
+# id(array) -> (weakref to it, source dict): lets a fit log where its data came from
+# (full MNIST, the sample, a CSV) when it is handed the arrays that a reader returned.
+_SOURCES = {}
+
+
+def _remember(source, *arrays):
+    for arr in arrays:
+        # numpy points every view at the array owning the memory, so the owner is kept too
+        for a in (arr, arr.base):
+            if isinstance(a, np.ndarray):
+                _SOURCES[id(a)] = (weakref.ref(a), dict(source))
+    if len(_SOURCES) > 256:
+        for key in [k for k, (ref, _) in _SOURCES.items() if ref() is None]:
+            del _SOURCES[key]
+
+
+def data_source(X):
+    """Where ``X`` came from (a dict with ``kind``...), if a reader here returned it or its base.
+
+    A view of such an array (``X[:1000]``) reports ``rows="subset"``.
+    """
+    for arr in (X, getattr(X, "base", None)):
+        entry = _SOURCES.get(id(arr)) if isinstance(arr, np.ndarray) else None
+        if entry is not None and entry[0]() is arr:
+            info = dict(entry[1])
+            if len(X) != info.get("n", len(X)):
+                info["rows"] = "subset"
+            return info
+    return None
 
 
 # --------------------------------------------------------------------------- IDX
@@ -184,7 +218,9 @@ def read_mnist_csv(path):
     _check_labels(y, path)
     if X.min() < 0 or X.max() > 255:
         raise MNISTFormatError(f"{path}: pixel values must lie in 0-255; got {X.min()}..{X.max()}.")
-    return X.astype(np.uint8), y.astype(np.int64)
+    X, y = X.astype(np.uint8), y.astype(np.int64)
+    _remember({"kind": "csv", "path": str(path.resolve()), "n": len(X)}, X, y)
+    return X, y
 
 
 def _is_number(text):
@@ -407,4 +443,5 @@ def load_mnist(subset="train", *, data_home=None, download=True, mirrors=MIRRORS
         X = X.reshape(len(X), side, side)
     if as_float:
         X = X.astype(np.float32) / 255.0
+    _remember(source, X, y)
     return (X, y, source) if return_source else (X, y)

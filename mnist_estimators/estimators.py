@@ -20,7 +20,6 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import (
     Callback,
     Checkpoint,
-    EarlyStopping,
     EpochScoring,
     EpochTimer,
     LRScheduler,
@@ -34,11 +33,15 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_X_y
 from torch import nn
 
+from . import tracking
 from .modules import CNN, MLP, SoftmaxRegression
 from .training import (
     DivergenceGuard,
+    EarlyStoppingCallback,
     OneCycleLRScheduler,
     PlateauStopping,
+    RecordLR,
+    StopTraining,
     TensorBatchIterator,
     init_weights,
     resolve_optimizer,
@@ -88,6 +91,8 @@ class _MNISTClassifier(NeuralNetClassifier):
         pixel_scaling="auto",
         device="cpu",
         verbose=0,
+        tracking=True,
+        tracking_options=None,
         criterion=nn.CrossEntropyLoss,
         iterator_train=TensorBatchIterator,
         iterator_valid=TensorBatchIterator,
@@ -119,6 +124,8 @@ class _MNISTClassifier(NeuralNetClassifier):
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.pixel_scaling = pixel_scaling
+        self.tracking = tracking
+        self.tracking_options = tracking_options
 
     # ------------------------------------------------------------------ device
     # skorch reads ``self.device`` everywhere (module, criterion, batches). "auto" is resolved on
@@ -172,6 +179,8 @@ class _MNISTClassifier(NeuralNetClassifier):
         check("plateau_tol", self.plateau_tol is None or
               (isinstance(self.plateau_tol, real) and self.plateau_tol > 0), "None or a float > 0")
         check("pixel_scaling", self.pixel_scaling in ("auto", True, False), "'auto', True or False")
+        check("tracking", isinstance(self.tracking, bool), "True or False")
+        tracking.resolve_options(self.tracking_options, f"{type(self).__name__}.tracking_options")
         dev = self.__dict__.get("device")
         check("device", dev is None or dev in ("auto", "cpu") or str(dev).startswith("cuda"),
               "'cpu', 'cuda', 'cuda:N' or 'auto'")
@@ -182,6 +191,11 @@ class _MNISTClassifier(NeuralNetClassifier):
             raise ValueError(f"{type(self).__name__}(early_stopping=True) monitors the validation "
                              "loss: set validation_fraction > 0 (or a train_split).")
         resolve_optimizer(self.optimizer)
+
+    def __sklearn_clone__(self):
+        twin = super().__sklearn_clone__()
+        twin.tracking_context_ = tracking.capture_context()  # for fits in worker processes
+        return twin
 
     def _has_validation(self):
         return self.train_split is not None or _flag(self.validation_fraction)
@@ -299,6 +313,8 @@ class _MNISTClassifier(NeuralNetClassifier):
     def fit(self, X, y, **fit_params):
         """Validate the data, initialize the network (unless ``warm_start``) and train.
 
+        Every fit is tracked in MLflow unless ``tracking=False`` (see ``mnist_estimators.tracking``).
+
         Parameters
         ----------
         X : array-like of shape (n, 784), (n, 28, 28) or (n, 1, 28, 28)
@@ -313,9 +329,11 @@ class _MNISTClassifier(NeuralNetClassifier):
         self._validate_hyperparams()
         reset = not (self.warm_start and self.initialized_)
         Xt, yt = self._check_Xy(X, y, reset=reset)
-        if reset:
-            self.initialize()
-        return super().partial_fit(Xt, yt, **fit_params)
+        with tracking.track_fit(self, X, y):
+            if reset:
+                self.initialize()
+            self._train(Xt, yt, **fit_params)
+        return self
 
     def partial_fit(self, X, y, classes=None, **fit_params):
         """Train for ``max_epochs`` more epochs without re-initializing (first call initializes).
@@ -325,9 +343,21 @@ class _MNISTClassifier(NeuralNetClassifier):
         self._validate_hyperparams()
         first = not self.initialized_ or not hasattr(self, "n_features_in_")
         Xt, yt = self._check_Xy(X, y, reset=first, classes=classes)
-        if first:
-            self.initialize()
-        return super().partial_fit(Xt, yt, **fit_params)
+        with tracking.track_fit(self, X, y):
+            if first:
+                self.initialize()
+            self._train(Xt, yt, **fit_params)
+        return self
+
+    def _train(self, Xt, yt, **fit_params):
+        # skorch's partial_fit, except that only a callback's StopTraining ends training quietly;
+        # a user's KeyboardInterrupt propagates (skorch swallows both).
+        self.notify("on_train_begin", X=Xt, y=yt)
+        try:
+            self.fit_loop(Xt, yt, **fit_params)
+        except StopTraining:
+            pass
+        self.notify("on_train_end", X=Xt, y=yt)
 
     def initialize_module(self):
         kwargs = {name: getattr(self, name) for name in self._module_params}
@@ -362,13 +392,13 @@ class _MNISTClassifier(NeuralNetClassifier):
                 ("valid_acc", EpochScoring(valid_accuracy, name="valid_acc",
                                            lower_is_better=False)),
             ]
-        callbacks.append(("divergence_guard", DivergenceGuard()))
+        callbacks += [("divergence_guard", DivergenceGuard()), ("record_lr", RecordLR())]
         # get_params(deep=True) builds these from any parameter values, invalid ones included
         # (fit validates them first): hence the tolerant tests below.
         if isinstance(self.lr_schedule, str):
             callbacks.append(("lr_scheduler", self._make_lr_scheduler()))
         if _flag(self.early_stopping):
-            callbacks.append(("early_stopping", EarlyStopping(
+            callbacks.append(("early_stopping", EarlyStoppingCallback(
                 monitor="valid_loss", patience=self.patience, load_best=True)))
         if self.plateau_tol is not None:
             callbacks.append(("plateau_stopping", PlateauStopping(tol=self.plateau_tol)))
@@ -377,6 +407,10 @@ class _MNISTClassifier(NeuralNetClassifier):
                 monitor=None, dirname=str(self.checkpoint_dir),
                 f_params="params_epoch{last_epoch[epoch]}.pt", f_optimizer=None,
                 f_criterion=None, f_history="history.json", load_best=False)))
+        if tracking.enabled_for(self):
+            callbacks.append(("mlflow", tracking.MlflowEpochLogger()))
+            if (self.tracking_options or {}).get("figures") == "all":
+                callbacks.append(("weight_snapshots", tracking.WeightSnapshots()))
         callbacks.append(("print_log", PrintLog()))
         return callbacks
 
@@ -511,6 +545,13 @@ _COMMON_DOC = """
         "auto" takes CUDA when available.
     verbose : int, default=0
         1 prints skorch's per-epoch table.
+    tracking : bool, default=True
+        Log every fit to MLflow (params, per-epoch metrics, figures, model); see
+        ``mnist_estimators.tracking``. ``set_tracking(False)`` turns it off everywhere.
+    tracking_options : dict or None, default=None
+        Keys of ``mnist_estimators.tracking.DEFAULT_OPTIONS``: ``experiment``, ``run_name``,
+        ``log_model``, ``figures`` ("none", "basic", "all"), ``embedding`` ("pca", "tsne"),
+        ``register_as``, ``on_error`` ("warn", "raise"), ``fallback_dir``.
     **kwargs
         Any skorch ``NeuralNet`` argument (``callbacks``, ``warm_start``, ``iterator_train``,
         ``module__*``, ...). ``iterator_train=torch.utils.data.DataLoader`` restores skorch's

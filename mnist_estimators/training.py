@@ -16,12 +16,21 @@ import math
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback, LRScheduler
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from torch import nn
 
 
 class TrainingDivergedError(FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
+
+
+class StopTraining(KeyboardInterrupt):
+    """A callback's request to end training early.
+
+    skorch's callbacks stop training with a plain ``KeyboardInterrupt``, and its ``partial_fit``
+    swallows every one, a user's Ctrl-C included. This subclass tells the two apart, so a real
+    interrupt can end the run as KILLED and propagate.
+    """
 
 
 # --------------------------------------------------------------------------- batches
@@ -237,7 +246,30 @@ class PlateauStopping(Callback):
             if net.verbose and self.sink is not None:
                 self.sink(f"Stopping at epoch {len(values)}: {self.monitor} plateaued "
                           f"(std {recent.std():.3g} < {self.tol} * mean {recent.mean():.3g}).")
-            raise KeyboardInterrupt  # skorch's documented way for a callback to end training
+            raise StopTraining
+
+
+class EarlyStoppingCallback(EarlyStopping):
+    """skorch's ``EarlyStopping``, stopping with ``StopTraining``."""
+
+    def on_epoch_end(self, net, **kwargs):
+        try:
+            super().on_epoch_end(net, **kwargs)
+        except StopTraining:
+            raise
+        except KeyboardInterrupt:
+            raise StopTraining from None
+
+
+class RecordLR(Callback):
+    """Record the optimizer's learning rate as ``lr`` in the history after every epoch.
+
+    skorch's ``LRScheduler`` records it only as ``event_lr``, only with a schedule, and per batch
+    for batch-stepped schedules.
+    """
+
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("lr", float(net.optimizer_.param_groups[0]["lr"]))
 
 
 class DivergenceGuard(Callback):

@@ -59,3 +59,25 @@ def _isolated_cache(tmp_path, monkeypatch):
     """No test reads or writes the user's cache or depends on MNIST_ESTIMATORS_DATA."""
     monkeypatch.setenv("MNIST_ESTIMATORS_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MNIST_ESTIMATORS_DATA", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_only_where_tested(request, monkeypatch):
+    """MLflow tracking is on by default; tests not marked ``tracking`` turn it off (and so
+    make no MLflow call), the tracking tests get a store of their own."""
+    import mlflow
+
+    from mnist_estimators import tracking
+
+    tracking.set_tracking(None)
+    if request.node.get_closest_marker("tracking") is None:
+        monkeypatch.setenv("MNIST_ESTIMATORS_TRACKING", "0")
+        yield
+        return
+    monkeypatch.setenv("MNIST_ESTIMATORS_TRACKING", "1")
+    yield
+    tracking.flush()
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    tracking.set_tracking(None)

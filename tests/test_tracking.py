@@ -1,0 +1,262 @@
+"""MLflow tracking against real stores: a sqlite store, the default ./mlruns, and (in
+test_tracking_server.py) a real `mlflow server` on 127.0.0.1."""
+
+import socket
+import warnings
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from sklearn.model_selection import GridSearchCV, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from mnist_estimators import (
+    CNNClassifier,
+    MLPClassifier,
+    SoftmaxRegressionClassifier,
+    TrainingDivergedError,
+    load_mnist,
+    tracking,
+)
+from mnist_estimators.estimators import load_model
+from mnist_estimators.tracking import TrackingError
+
+from conftest import X_TEST, X_TRAIN, Y_TEST, Y_TRAIN, write_idx
+
+pytestmark = pytest.mark.tracking
+FAST = dict(max_epochs=2, batch_size=32, random_state=0)
+
+
+@pytest.fixture(scope="session")
+def store_uri(tmp_path_factory):
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def store(store_uri, request, monkeypatch):
+    """The session's sqlite store, and an experiment of this test's own."""
+    mlflow.set_tracking_uri(store_uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", request.node.name[:200])
+    return mlflow.MlflowClient(store_uri)
+
+
+def _runs(client, experiment_name=None):
+    exp = client.get_experiment_by_name(experiment_name or mlflow.environment_variables.MLFLOW_EXPERIMENT_NAME.get())
+    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _fit(cls=MLPClassifier, X=X_TRAIN, y=Y_TRAIN, **params):
+    est = cls(**{**FAST, **params}).fit(X, y)
+    tracking.flush()
+    return est
+
+
+# --------------------------------------------------------------------------- one fit
+
+
+def test_a_bare_fit_logs_params_metrics_tags_dataset_figures_and_model(store, tmp_path):
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte.gz", X_TRAIN.reshape(-1, 28, 28))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", Y_TRAIN)
+    X, y = load_mnist("train", data_home=folder)
+    est = _fit(MLPClassifier, X, y, max_epochs=3, optimizer__momentum=0.0, optimizer="sgd", lr=0.05,
+               module__dropout=0.2)
+    run = store.get_run(est.last_run_id_)
+    assert run.info.status == "FINISHED"
+    assert mlflow.get_experiment(run.info.experiment_id).name.startswith("test_a_bare_fit")
+    p = run.data.params
+    assert p["lr"] == "0.05" and p["optimizer"] == "sgd" and p["hidden_sizes"] == "(256, 128)"
+    assert p["optimizer__momentum"] == "0.0" and p["module__dropout"] == "0.2"
+    assert p["callbacks__lr_scheduler__T_max"] == "3"
+    assert p["data.shape"] == "(400, 784)" and p["data.source"] == "folder"
+    assert not {"verbose", "callbacks__print_log__sink", "tracking"} & set(p)
+    # per-epoch metrics, step = epoch
+    for key in ("train_loss", "valid_loss", "valid_acc", "lr", "epoch_time_s"):
+        history = store.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [1, 2, 3], key
+    np.testing.assert_allclose([m.value for m in store.get_metric_history(run.info.run_id, "valid_acc")],
+                               est.history_[:, "valid_acc"])
+    lrs = [m.value for m in store.get_metric_history(run.info.run_id, "lr")]
+    assert lrs[0] > lrs[-1]  # cosine schedule, visible per epoch
+    m = run.data.metrics
+    assert m["final_valid_acc"] == pytest.approx(est.history_[-1, "valid_acc"])
+    assert m["n_epochs"] == 3 and m["fit_time_s"] > 0
+    # tags
+    t = run.data.tags
+    assert t["estimator_class"] == "MLPClassifier" and t["mnist_estimators.version"] == "0.1.0"
+    assert t["model_kind"] == "estimator" and len(t.get("git_commit", "x" * 40)) == 40
+    # dataset
+    (ds,) = run.inputs.dataset_inputs
+    assert ds.dataset.name == "mnist-train" and ds.dataset.digest == t["data.digest"]
+    assert str(folder.resolve()) in ds.dataset.source
+    # figures
+    figures = {a.path for a in store.list_artifacts(run.info.run_id, "figures")}
+    assert figures == {"figures/learning_curves.png", "figures/confusion_matrix.png",
+                       "figures/misclassified.png"}
+    # the model: same predictions for raw uint8 images
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    np.testing.assert_array_equal(model.predict(X_TEST), est.predict(X_TEST))
+    assert model.metadata.get_input_schema().inputs[0].type == np.dtype("uint8")
+
+
+def test_a_pipeline_is_logged_whole(store):
+    pipe = make_pipeline(FunctionTransformer(lambda X: X / 255.0), StandardScaler(),
+                         SoftmaxRegressionClassifier(**FAST))
+    pipe.fit(X_TRAIN, Y_TRAIN)
+    tracking.flush()
+    run = store.get_run(pipe[-1].last_run_id_)
+    assert run.data.tags["model_kind"] == "pipeline"
+    assert run.data.params["pipeline.steps"].startswith("functiontransformer:FunctionTransformer")
+    assert run.data.params["data.dtype"] == "uint8"  # the raw input, not the scaled one
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    np.testing.assert_array_equal(model.predict(X_TEST), pipe.predict(X_TEST))
+
+
+def test_figures_all_adds_weight_histograms_and_embedding(store):
+    est = _fit(CNNClassifier, tracking_options={"figures": "all", "log_model": False})
+    figures = {a.path for a in store.list_artifacts(est.last_run_id_, "figures")}
+    assert {"figures/weight_histograms.png", "figures/embedding.png"} <= figures
+    assert "model_uri" not in store.get_run(est.last_run_id_).data.tags  # log_model=False
+
+
+def test_fitted_estimator_keeps_no_run_or_data(store):
+    import pickle
+
+    est = _fit()
+    size = len(pickle.dumps(est))
+    untracked = MLPClassifier(**FAST, tracking=False).fit(X_TRAIN, Y_TRAIN)
+    assert abs(size - len(pickle.dumps(untracked))) < 50_000  # no dataset or client inside
+    assert not hasattr(est, "tracker_")
+
+
+# --------------------------------------------------------------------------- runs and nesting
+
+
+def test_a_fit_inside_a_user_run_is_its_child_and_leaves_it_open(store):
+    with mlflow.start_run(run_name="mine") as parent:
+        est = _fit()
+        assert mlflow.active_run().info.run_id == parent.info.run_id
+    child = store.get_run(est.last_run_id_)
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert store.get_run(parent.info.run_id).info.status == "FINISHED"  # ended by the user
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_grid_search_parent_with_a_child_per_fit_and_the_refit(store, n_jobs):
+    grid = GridSearchCV(MLPClassifier(**FAST, hidden_sizes=(32,)),
+                        {"optimizer": ["adam", "sgd"], "lr": [1e-3, 1e-2]}, cv=2, n_jobs=n_jobs)
+    with tracking.parent_run(f"grid-{n_jobs}") as parent:
+        grid.fit(X_TRAIN, Y_TRAIN)
+        parent.log_search(grid, X_TRAIN)
+    runs = _runs(store)
+    parent_run = store.get_run(parent.run_id)
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.run_id]
+    assert len(children) == 4 * 2 + 1  # candidates x folds + refit
+    assert all(r.info.status == "FINISHED" for r in children + [parent_run])
+    assert {r.data.params["optimizer"] for r in children} == {"adam", "sgd"}
+    assert all(r.data.metrics["n_epochs"] == 2 for r in children)
+    assert parent_run.data.params["best.optimizer"] == grid.best_params_["optimizer"]
+    assert parent_run.data.metrics["best_cv_score"] == pytest.approx(grid.best_score_)
+    assert {a.path for a in store.list_artifacts(parent.run_id)} >= {"cv_results.csv", "cv_results.json"}
+    model = mlflow.pyfunc.load_model(f"runs:/{parent.run_id}/model")
+    np.testing.assert_array_equal(model.predict(X_TEST), grid.predict(X_TEST))
+
+
+def test_cross_validate_with_two_workers_under_one_parent(store):
+    with tracking.parent_run("cv") as parent:
+        res = cross_validate(make_pipeline(StandardScaler(), SoftmaxRegressionClassifier(**FAST)),
+                             X_TRAIN, Y_TRAIN, cv=3, n_jobs=2)
+        parent.log_cv(res)
+    children = [r for r in _runs(store) if r.data.tags.get("mlflow.parentRunId") == parent.run_id]
+    assert len(children) == 3 and all(r.data.tags["model_kind"] == "pipeline" for r in children)
+    assert store.get_run(parent.run_id).data.metrics["test_score_mean"] == pytest.approx(res["test_score"].mean())
+
+
+def test_run_status_failed_and_killed_reraise(store):
+    with pytest.raises(TrainingDivergedError):
+        MLPClassifier(**FAST, optimizer="sgd", lr=1e10).fit(X_TRAIN, Y_TRAIN)
+    from skorch.callbacks import Callback
+
+    class CtrlC(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            raise KeyboardInterrupt  # what a user's Ctrl-C raises mid-training
+
+    with pytest.raises(KeyboardInterrupt):
+        MLPClassifier(**FAST, callbacks=[CtrlC()]).fit(X_TRAIN, Y_TRAIN)
+    statuses = sorted((r.data.tags["estimator_class"], r.info.status) for r in _runs(store))
+    assert statuses == [("MLPClassifier", "FAILED"), ("MLPClassifier", "KILLED")]
+    failed = [r for r in _runs(store) if r.info.status == "FAILED"][0]
+    assert "TrainingDivergedError" in failed.data.tags["error"]
+
+
+def test_early_stopping_is_not_a_kill(store):
+    est = _fit(MLPClassifier, early_stopping=True, patience=1, max_epochs=40, lr=0.02,
+               lr_schedule=None, dropout=0.0)
+    assert len(est.history_) < 40
+    assert store.get_run(est.last_run_id_).info.status == "FINISHED"
+
+
+# --------------------------------------------------------------------------- switches and stores
+
+
+def test_tracking_off_makes_no_mlflow_call(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    est = MLPClassifier(**FAST, tracking=False).fit(X_TRAIN, Y_TRAIN)
+    tracking.set_tracking(False)
+    MLPClassifier(**FAST).fit(X_TRAIN, Y_TRAIN)
+    tracking.set_tracking(None)
+    monkeypatch.setenv("MNIST_ESTIMATORS_TRACKING", "0")
+    MLPClassifier(**FAST).fit(X_TRAIN, Y_TRAIN)
+    assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists()
+    assert not hasattr(est, "last_run_id_") and "mlflow" not in dict(est.callbacks_)
+
+
+def test_default_store_is_mlruns_sqlite_with_artifacts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    est = _fit(SoftmaxRegressionClassifier)
+    assert (tmp_path / "mlruns" / "mlflow.db").is_file()
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").get_run(est.last_run_id_)
+    assert mlflow.get_experiment(run.info.experiment_id).name == "mnist-estimators"
+    assert run.info.artifact_uri.startswith((tmp_path / "mlruns" / "artifacts").as_uri())
+    assert any((tmp_path / "mlruns" / "artifacts").rglob("learning_curves.png"))
+
+
+def test_bad_tracking_options_are_named(store):
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['colour'\] in MLPClassifier.tracking_options"):
+        MLPClassifier(tracking_options={"colour": 1}).fit(X_TRAIN, Y_TRAIN)
+    with pytest.raises(ValueError, match=r"'figures'\] must be 'none', 'basic' or 'all'"):
+        MLPClassifier(tracking_options={"figures": "some"}).fit(X_TRAIN, Y_TRAIN)
+
+
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_backend_keeps_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{_closed_port()}")
+    fallback = tmp_path / "kept"
+    with pytest.warns(RuntimeWarning, match="MLflow tracking failed while starting the run"):
+        est = MLPClassifier(**FAST, tracking_options={"fallback_dir": str(fallback)}).fit(X_TRAIN, Y_TRAIN)
+    assert est.score(X_TEST, Y_TEST) > 0.3  # trained all the same
+    (saved,) = fallback.glob("MLPClassifier-*.pkl")
+    np.testing.assert_array_equal(load_model(saved).predict(X_TEST), est.predict(X_TEST))
+    with pytest.raises(TrackingError, match="starting the run"):
+        MLPClassifier(**FAST, tracking_options={"on_error": "raise"}).fit(X_TRAIN, Y_TRAIN)
+
+
+def test_switching_off_reaches_worker_processes(store):
+    tracking.set_tracking(False)
+    grid = GridSearchCV(SoftmaxRegressionClassifier(**FAST), {"lr": [1e-3, 1e-2]}, cv=2, n_jobs=2)
+    grid.fit(X_TRAIN, Y_TRAIN)
+    tracking.set_tracking(None)
+    assert _runs(store) == []
