@@ -667,19 +667,21 @@ def save_model(model, path):
     """Pickle a fitted estimator (or Pipeline) to ``path`` atomically; returns the path.
 
     The bytes go to a temporary file beside ``path`` that is renamed only once complete, so an
-    interrupted save never leaves a truncated model that looks whole.
+    interrupted save never leaves a truncated model that looks whole. cloudpickle (what MLflow
+    uses) also takes classes defined in a function or notebook; ``pickle.load`` reads the file.
     """
     import os
-    import pickle
     import tempfile
     from pathlib import Path
+
+    import cloudpickle
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
-            pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+            cloudpickle.dump(model, f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -130,7 +130,9 @@ def experiment_id(client, name, artifact_root):
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_root)
+        # The kind tag makes the MLflow UI open on the runs table, not its GenAI overview.
+        return client.create_experiment(name, artifact_location=artifact_root,
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
     except MlflowException:  # created meanwhile by another process
         return client.get_experiment_by_name(name).experiment_id
 
@@ -259,6 +261,68 @@ class ParentRun:
                                  code_paths=[str(Path(__file__).parent)], run_id=self.run_id,
                                  model_id=logged.model_id)
         self.client.set_tag(self.run_id, "model_uri", f"runs:/{self.run_id}/model")
+
+
+_autolog = {}
+
+
+def autolog(enable=True):
+    """Give every scikit-learn search over these estimators a parent run, automatically.
+
+    Once called, ``GridSearchCV``/``RandomizedSearchCV`` (any ``BaseSearchCV``) whose estimator
+    is, or ends in, one of ours runs its ``fit`` inside ``parent_run`` and logs the summary
+    (``log_search``): best params and score, ``cv_results``, the refit model. Searches over
+    other estimators, and searches inside a run already open, are left alone. Like
+    ``mlflow.sklearn.autolog``, it patches ``BaseSearchCV.fit``; ``autolog(False)`` undoes it.
+    ``cross_validate`` is a function that callers bind at import, so it cannot be patched
+    reliably: wrap it in ``parent_run`` and call ``log_cv``.
+    """
+    from sklearn.model_selection._search import BaseSearchCV
+
+    if not enable:
+        if "fit" in _autolog:
+            BaseSearchCV.fit = _autolog.pop("fit")
+        return
+    if "fit" in _autolog:
+        return
+    original = BaseSearchCV.fit
+
+    def fit(self, X, y=None, **params):
+        import mlflow
+
+        if not (is_enabled() and _ours(self.estimator)) or mlflow.active_run() is not None \
+                or _open_parents:
+            return original(self, X, y, **params)
+        with parent_run(type(self).__name__, tags={"search_class": type(self).__name__}) as parent:
+            original(self, X, y, **params)
+            parent.log_search(self, X)
+        return self
+
+    fit.__wrapped__ = original
+    fit.__doc__ = original.__doc__
+    _autolog["fit"] = original
+    BaseSearchCV.fit = fit
+
+
+def _ours(estimator):
+    from sklearn.pipeline import Pipeline
+
+    from .estimators import _MNISTClassifier
+
+    if isinstance(estimator, Pipeline):
+        estimator = estimator.steps[-1][1]
+    return isinstance(estimator, _MNISTClassifier)
+
+
+def register(run_id, name, alias=None):
+    """Register the model logged by run ``run_id`` under ``name``; optionally point ``alias`` at
+    the new version. Returns the ``ModelVersion``; load it with ``models:/NAME@ALIAS``."""
+    import mlflow
+
+    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    if alias:
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, version.version)
+    return version
 
 
 def _params(mapping):
@@ -451,14 +515,16 @@ class FitTracker:
             exp_id = experiment_id(mlflow.MlflowClient(uri), name, artifact_root)
         self.client = mlflow.MlflowClient(uri)
         pipeline, _ = self.pipeline
+        position = search_position()
         tags = {
-            MLFLOW_RUN_NAME: self.options["run_name"] or _run_name(est),
+            MLFLOW_RUN_NAME: self.options["run_name"] or _run_name(est, position),
             "estimator_class": type(est).__name__,
             "mnist_estimators.version": __version__,
             "model_kind": "pipeline" if pipeline is not None else "estimator",
         }
         if parent_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent_id
+        tags.update({f"search.{k}": v for k, v in position.items()})
         if git_commit():
             tags["git_commit"] = git_commit()
         run = self.client.create_run(exp_id, tags=resolve_tags(tags))
@@ -671,8 +737,37 @@ class FitTracker:
         return data_source(self.raw_X) or {"kind": "arrays"}
 
 
-def _run_name(est):
-    return f"{type(est).__name__}-{datetime.datetime.now().strftime('%H%M%S')}"
+def _run_name(est, position=None):
+    name = type(est).__name__
+    if position and "refit" in position:
+        return f"{name} refit"
+    if position and "candidate" in position:
+        return f"{name} candidate {position['candidate']} fold {position['fold']}"
+    return f"{name}-{datetime.datetime.now().strftime('%H%M%S')}"
+
+
+def search_position():
+    """Candidate and fold when a scikit-learn search or cross_validate runs this fit, read from
+    the call stack (sklearn passes them to ``_fit_and_score`` for its progress messages only)."""
+    from sklearn.model_selection._search import BaseSearchCV
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        code, local = frame.f_code, frame.f_locals
+        if code.co_name == "_fit_and_score":
+            split, cand = local.get("split_progress"), local.get("candidate_progress")
+            out = {}
+            if split:
+                out["fold"] = f"{split[0] + 1}/{split[1]}"
+            if cand:
+                out["candidate"] = f"{cand[0] + 1}/{cand[1]}"
+            elif split:
+                out["candidate"] = "1/1"
+            return out
+        if code.co_name == "fit" and isinstance(local.get("self"), BaseSearchCV):
+            return {"refit": "true"}
+        frame = frame.f_back
+    return {}
 
 
 def enclosing_pipeline(estimator):

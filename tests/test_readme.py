@@ -7,7 +7,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _readme_commands():
-    return re.findall(r"```bash\n(python3 -m venv[^\n]+)\n```", (ROOT / "README.md").read_text())
+    return re.findall(r"```bash\n((?:\.ci/system-deps && )?python3 -m venv[^\n]+)\n```",
+                      (ROOT / "README.md").read_text())
 
 
 def test_readme_has_the_two_setup_commands():

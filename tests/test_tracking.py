@@ -260,3 +260,49 @@ def test_switching_off_reaches_worker_processes(store):
     grid.fit(X_TRAIN, Y_TRAIN)
     tracking.set_tracking(None)
     assert _runs(store) == []
+
+
+def test_autolog_gives_searches_a_parent_run(store):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import RandomizedSearchCV
+    from sklearn.model_selection._search import BaseSearchCV
+
+    original = BaseSearchCV.fit
+    tracking.autolog()
+    try:
+        search = RandomizedSearchCV(make_pipeline(StandardScaler(), SoftmaxRegressionClassifier(**FAST)),
+                                    {"softmaxregressionclassifier__lr": [1e-3, 1e-2, 3e-2]},
+                                    n_iter=2, cv=2, random_state=0, n_jobs=2)
+        search.fit(X_TRAIN, Y_TRAIN)
+        tracking.flush()
+        other = GridSearchCV(LogisticRegression(max_iter=50), {"C": [1.0]}, cv=2).fit(X_TRAIN[:100], Y_TRAIN[:100])
+    finally:
+        tracking.autolog(False)
+    runs = _runs(store)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.run_name == "RandomizedSearchCV" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_cv_score"] == pytest.approx(search.best_score_)
+    assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]) == 2 * 2 + 1
+    assert other.best_score_ >= 0 and len(runs) == 6  # the LogisticRegression search logged nothing
+    model = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")
+    np.testing.assert_array_equal(model.predict(X_TEST), search.predict(X_TEST))
+    assert BaseSearchCV.fit is original  # undone
+
+
+def test_cli_train_logs_a_run_and_says_where(tmp_path, monkeypatch, capsys):
+    from mnist_estimators.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte.gz", X_TRAIN.reshape(-1, 28, 28))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", Y_TRAIN)
+    assert main(["train", "--model", "softmax", "--data-home", str(folder), "-o", "m.pkl", "-q",
+                 "--param", "max_epochs=2"]) == 0
+    out = capsys.readouterr().out
+    assert f"runs logged to sqlite:///{tmp_path}/mlruns/mlflow.db" in out
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("mnist-estimators").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["data.source"] == "folder"

@@ -1,0 +1,278 @@
+"""Real MLflow processes on 127.0.0.1: a tracking server with an SQL backend and artifact
+serving, model serving over REST, the registry, and `mnist-estimators ui`."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import mlflow
+import numpy as np
+import pytest
+from skorch.callbacks import Callback
+
+from mnist_estimators import MLPClassifier, SoftmaxRegressionClassifier, tracking
+
+from conftest import X_TEST, X_TRAIN, Y_TRAIN
+
+pytestmark = pytest.mark.tracking
+FAST = dict(max_epochs=2, batch_size=32, random_state=0)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url, proc, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            log = open(proc.log_path).read()[-3000:] if hasattr(proc, "log_path") else ""
+            raise RuntimeError(f"{proc.args[:4]} exited with {proc.returncode}:\n{log}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer in {timeout} s")
+
+
+def start(cmd, url, env=None, cwd=None):
+    # mlflow runs helpers (uvicorn) by name: the interpreter's bin folder goes first on PATH
+    path = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+    # The log goes to a file: an unread pipe fills up and blocks the server mid-request.
+    log_path = os.path.join(tempfile.mkdtemp(prefix="mlflow-proc-"), "log.txt")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PATH": path, **(env or {})}, cwd=cwd)
+    proc.log_path = log_path
+    try:
+        wait_for(url, proc)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    port = free_port()
+    proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                  "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                  "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                 f"http://127.0.0.1:{port}/health")
+    yield f"http://127.0.0.1:{port}", root
+    stop(proc)
+
+
+def test_fits_log_over_http_to_a_real_server(server, monkeypatch):
+    uri, root = server
+    mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "remote")
+    with tracking.parent_run("remote-parent") as parent:
+        est = MLPClassifier(**FAST).fit(X_TRAIN, Y_TRAIN)
+    tracking.flush()
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(est.last_run_id_)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == parent.run_id
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_loss")] == [1, 2]
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the server
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/learning_curves.png" in figures
+    assert any((root / "artifacts").rglob("learning_curves.png"))  # stored server-side
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    np.testing.assert_array_equal(model.predict(X_TEST), est.predict(X_TEST))
+
+
+def test_registry_name_alias_and_load(server, monkeypatch):
+    uri, _ = server
+    mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "registry")
+    est = SoftmaxRegressionClassifier(**FAST, tracking_options={"register_as": "mnist-softmax"})
+    est.fit(X_TRAIN, Y_TRAIN)
+    tracking.flush()
+    client = mlflow.MlflowClient(uri)
+    (v1,) = client.search_model_versions("name='mnist-softmax'")
+    assert v1.run_id == est.last_run_id_
+    second = SoftmaxRegressionClassifier(**{**FAST, "max_epochs": 3}).fit(X_TRAIN, Y_TRAIN)
+    tracking.flush()
+    v2 = tracking.register(second.last_run_id_, "mnist-softmax", alias="champion")
+    assert v2.version == "2"
+    model = mlflow.pyfunc.load_model("models:/mnist-softmax@champion")
+    np.testing.assert_array_equal(model.predict(X_TEST), second.predict(X_TEST))
+    first = mlflow.pyfunc.load_model("models:/mnist-softmax/1")
+    np.testing.assert_array_equal(first.predict(X_TEST), est.predict(X_TEST))
+
+
+def test_served_model_answers_rest_requests(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    est = MLPClassifier(**FAST).fit(X_TRAIN, Y_TRAIN)
+    tracking.flush()
+    port = free_port()
+    proc = start([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{est.last_run_id_}/model",
+                  "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                 f"http://127.0.0.1:{port}/ping", env={"MLFLOW_TRACKING_URI": uri})
+    try:
+        body = json.dumps({"inputs": X_TEST[:25].tolist()}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            predictions = json.loads(resp.read())["predictions"]
+    finally:
+        stop(proc)
+    np.testing.assert_array_equal(predictions, est.predict(X_TEST[:25]))
+
+
+def test_ui_command_serves_the_default_store(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    subprocess.run([sys.executable, "-c",
+                    "import sys; sys.path.insert(0, %r)\n"
+                    "from conftest import X_TRAIN, Y_TRAIN\n"
+                    "from mnist_estimators import SoftmaxRegressionClassifier\n"
+                    "SoftmaxRegressionClassifier(max_epochs=1).fit(X_TRAIN, Y_TRAIN)\n"
+                    % os.path.dirname(__file__)],
+                   cwd=tmp_path, env=env, check=True, capture_output=True)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_estimators.cli", "ui", "--port", str(port)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        first = proc.stdout.readline()
+        assert f"http://127.0.0.1:{port}" in first and "mlruns/mlflow.db" in first
+        wait_for(f"http://127.0.0.1:{port}/health", proc)
+        api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=mnist-estimators"
+        with urllib.request.urlopen(api, timeout=10) as resp:
+            assert json.loads(resp.read())["experiment"]["name"] == "mnist-estimators"
+    finally:
+        stop(proc)
+
+
+_SERVERS = []
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test-artifacts")
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (.ci/run installs it)")
+def test_mlflow_ui_shows_the_search_in_a_browser(server, monkeypatch):
+    from playwright.sync_api import expect, sync_playwright
+    from sklearn.model_selection import GridSearchCV
+
+    uri, _ = server
+    mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "ui-grid")
+    grid = GridSearchCV(MLPClassifier(**FAST, hidden_sizes=(32,)), {"optimizer": ["adam", "sgd"]}, cv=2)
+    with tracking.parent_run("grid-search") as parent:
+        grid.fit(X_TRAIN, Y_TRAIN)
+        parent.log_search(grid, X_TRAIN)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("ui-grid").experiment_id
+    children = {r.info.run_name: r.info.run_id for r in client.search_runs(
+        [exp], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'")}
+    assert len(children) == 5
+    first, second = children["MLPClassifier candidate 1/2 fold 1/2"], children["MLPClassifier candidate 2/2 fold 1/2"]
+    os.makedirs(ARTIFACTS, exist_ok=True)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.set_default_timeout(60_000)
+        expect.set_options(timeout=60_000)  # a single-page app: charts appear after their data
+        try:
+            # the experiment's runs table (an AG Grid): the parent, expanded to its children
+            page.goto(f"{uri}/#/experiments/{exp}/runs", wait_until="domcontentloaded")
+            parent_row = page.locator(f"[row-id='{parent.run_id}']").first
+            expect(parent_row).to_be_visible()
+            expect(parent_row).to_contain_text("grid-search")
+            parent_row.locator("button").first.click()
+            for run_id in children.values():
+                expect(page.locator(f"[row-id='{run_id}']").first).to_be_visible()
+            expect(page.locator(f"[row-id='{children['MLPClassifier refit']}']").first).to_contain_text("refit")
+            page.screenshot(path=os.path.join(ARTIFACTS, "mlflow-ui-runs.png"))
+
+            # a child run: its params and metrics
+            page.goto(f"{uri}/#/experiments/{exp}/runs/{first}", wait_until="domcontentloaded")
+            expect(page.get_by_text("MLPClassifier candidate 1/2 fold 1/2").first).to_be_visible()
+            expect(page.get_by_text("hidden_sizes").first).to_be_visible()
+            expect(page.get_by_text("valid_acc").first).to_be_visible()
+            page.screenshot(path=os.path.join(ARTIFACTS, "mlflow-ui-run.png"))
+
+            # its metric charts
+            page.goto(f"{uri}/#/experiments/{exp}/runs/{first}/model-metrics", wait_until="domcontentloaded")
+            expect(page.get_by_text("epoch_time_s", exact=True).first).to_be_visible()
+            page.get_by_placeholder("Search metric charts").fill("valid_loss")  # charts render lazily
+            expect(page.get_by_text("valid_loss", exact=True).first).to_be_visible()
+            expect(page.locator(".js-plotly-plot").first).to_be_visible()  # the chart is drawn
+            page.wait_for_timeout(500)
+            page.screenshot(path=os.path.join(ARTIFACTS, "mlflow-ui-metrics.png"))
+
+            # two runs side by side
+            page.goto(f'{uri}/#/compare-runs?runs=["{first}","{second}"]&experiments=["{exp}"]',
+                      wait_until="domcontentloaded")
+            expect(page.get_by_text("Comparing 2 Runs").first).to_be_visible()
+            expect(page.get_by_text("MLPClassifier candidate 2/2 fold 1/2").first).to_be_visible()
+            page.screenshot(path=os.path.join(ARTIFACTS, "mlflow-ui-compare.png"), full_page=True)
+        finally:
+            browser.close()
+    for name in ("runs", "run", "metrics", "compare"):
+        assert os.path.getsize(os.path.join(ARTIFACTS, f"mlflow-ui-{name}.png")) > 10_000
+
+
+class KillServer(Callback):
+    """Stops the tracking server in _SERVERS after the first epoch."""
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == 1:
+            stop(_SERVERS[0])
+
+
+def test_backend_dying_mid_fit_keeps_the_model(tmp_path, monkeypatch):
+    from mnist_estimators.estimators import load_model
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    port = free_port()
+    proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                  "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                  "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+                 f"http://127.0.0.1:{port}/health")
+    uri = f"http://127.0.0.1:{port}"
+    mlflow.set_tracking_uri(uri)
+
+    _SERVERS[:] = [proc]
+    fallback = tmp_path / "kept"
+    try:
+        with pytest.warns(RuntimeWarning, match="MLflow tracking failed while"):
+            est = MLPClassifier(**{**FAST, "max_epochs": 3}, callbacks=[KillServer()],
+                                tracking_options={"fallback_dir": str(fallback)}).fit(X_TRAIN, Y_TRAIN)
+            tracking.flush()
+    finally:
+        stop(proc)
+    assert len(est.history_) == 3  # training went on to the end
+    (saved,) = fallback.glob("MLPClassifier-*.pkl")
+    np.testing.assert_array_equal(load_model(saved).predict(X_TEST), est.predict(X_TEST))
+    # the run was created before the server died, with its first epoch logged
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    run = SqlAlchemyStore(f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "artifacts")).get_run(est.last_run_id_)
+    assert run.data.params["max_epochs"] == "3"
