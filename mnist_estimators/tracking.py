@@ -248,19 +248,29 @@ class ParentRun:
 
     def log_model(self, model, X=None):
         """Log a fitted estimator or pipeline as this run's MLflow model."""
-        import mlflow.sklearn
-        from mlflow.models import infer_signature
+        log_sklearn_model(self.client, self.run_id, model, X)
 
-        example = None if X is None else np.asarray(X)[:5]
-        signature = None if example is None else infer_signature(example, model.predict(example))
-        exp_id = self.client.get_run(self.run_id).info.experiment_id
-        logged = self.client.create_logged_model(exp_id, name="model", source_run_id=self.run_id)
-        mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle",
-                                 signature=signature, input_example=example,
-                                 pip_requirements=pip_requirements(),
-                                 code_paths=[str(Path(__file__).parent)], run_id=self.run_id,
-                                 model_id=logged.model_id)
-        self.client.set_tag(self.run_id, "model_uri", f"runs:/{self.run_id}/model")
+
+def log_sklearn_model(client, run_id, model, X=None, registered_model_name=None):
+    """Log ``model`` on run ``run_id``: cloudpickle (skops refuses skorch nets), pinned
+    requirements (inferring them costs ~5 s), this package's code, and a signature and input
+    example from the first rows of ``X``."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    example = None if X is None else np.asarray(X)[:5]
+    signature = None if example is None else infer_signature(example, model.predict(example))
+    # log_model(run_id=...) files the LoggedModel under the *active* experiment, where
+    # runs:/RUN/model cannot find it; creating it in the run's experiment first avoids that.
+    exp_id = client.get_run(run_id).info.experiment_id
+    logged = client.create_logged_model(exp_id, name="model", source_run_id=run_id)
+    info = mlflow.sklearn.log_model(
+        model, name="model", serialization_format="cloudpickle", signature=signature,
+        input_example=example, pip_requirements=pip_requirements(),
+        code_paths=[str(Path(__file__).parent)], run_id=run_id, model_id=logged.model_id,
+        registered_model_name=registered_model_name)
+    client.set_tag(run_id, "model_uri", f"runs:/{run_id}/model")
+    return info
 
 
 _autolog = {}
@@ -690,23 +700,8 @@ class FitTracker:
             self.client.log_figure(self.run_id, fig, f"figures/{name}")
 
     def _log_model(self):
-        import mlflow.sklearn
-        from mlflow.models import infer_signature
-
-        model = self.model_copy
-        example = np.asarray(self.raw_X)[:5]
-        signature = infer_signature(example, model.predict(example))
-        # log_model(run_id=...) files the LoggedModel under the *active* experiment, where
-        # runs:/RUN/model cannot find it; creating it in the run's experiment first avoids that.
-        exp_id = self.client.get_run(self.run_id).info.experiment_id
-        logged = self.client.create_logged_model(exp_id, name="model", source_run_id=self.run_id)
-        info = mlflow.sklearn.log_model(
-            model, name="model", serialization_format="cloudpickle", signature=signature,
-            input_example=example, pip_requirements=pip_requirements(),
-            code_paths=[str(Path(__file__).parent)], run_id=self.run_id, model_id=logged.model_id,
-            registered_model_name=self.options["register_as"])
-        self.client.set_tag(self.run_id, "model_uri", f"runs:/{self.run_id}/model")
-        self.model_info = info
+        log_sklearn_model(self.client, self.run_id, self.model_copy, self.raw_X,
+                          registered_model_name=self.options["register_as"])
 
     def _save_locally(self):
         from .estimators import save_model
