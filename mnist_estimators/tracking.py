@@ -47,6 +47,7 @@ DEFAULT_EXPERIMENT = "mnist-estimators"
 DEFAULT_OPTIONS = {
     "experiment": None,       # experiment name; default: the active/env one, else "mnist-estimators"
     "run_name": None,
+    "tags": None,             # extra tags for the run (dict)
     "log_model": True,        # log the fitted model (or its Pipeline) as an MLflow model
     "figures": "basic",       # "none", "basic" (curves, confusion, misclassified) or "all"
     "embedding": "pca",       # "pca" or "tsne", for the "all" figures' activation embedding
@@ -389,9 +390,9 @@ def flat_params(estimator):
 
 
 class MlflowEpochLogger(MlflowLogger):
-    """skorch's ``MlflowLogger``, batched: one ``log_batch`` per epoch, asynchronous, and failures
-    reported to the fit's tracker instead of stopping training. skorch's version makes one
-    blocking ``log_metric`` call per value and needs a fluent active run.
+    """skorch's ``MlflowLogger``, batched: one ``log_batch`` per epoch, and failures reported to
+    the fit's tracker instead of stopping training. skorch's version makes one blocking
+    ``log_metric`` call per value and needs a fluent active run.
     """
 
     def __init__(self, **kwargs):
@@ -469,7 +470,6 @@ class FitTracker:
         self.client = None
         self.run_id = None
         self.broken = None  # the first failure, once tracking has failed
-        self.pending = []   # async operations to wait for before the run ends
         self.valid_data = None
         self.model_copy = self.figure_data = None
         self.in_worker = False
@@ -535,6 +535,7 @@ class FitTracker:
         if parent_id is not None:
             tags[MLFLOW_PARENT_RUN_ID] = parent_id
         tags.update({f"search.{k}": v for k, v in position.items()})
+        tags.update({str(k): str(v) for k, v in (self.options["tags"] or {}).items()})
         if git_commit():
             tags["git_commit"] = git_commit()
         run = self.client.create_run(exp_id, tags=resolve_tags(tags))
@@ -576,12 +577,13 @@ class FitTracker:
 
     # -- during training
     def log_metrics(self, metrics):
+        # One batched call per epoch (a few ms against a sqlite store, an epoch takes seconds).
+        # MLflow's asynchronous queue was tried first: its executor is shut down by any
+        # mlflow.end_run() in the process, after which queued logging fails.
         if not self.active or not metrics:
             return
-        op = self._safe("logging epoch metrics", self.client.log_batch, self.run_id,
-                        metrics=metrics, synchronous=False)
-        if op is not None:
-            self.pending.append(op)
+        self._safe("logging epoch metrics", self.client.log_batch, self.run_id, metrics=metrics,
+                   synchronous=True)
 
     # -- end
     def finish(self, status, error=None):
@@ -625,8 +627,6 @@ class FitTracker:
         self.model_copy = self.figure_data = None
 
     def _end(self, status):
-        for op in self.pending:
-            self._safe("flushing metrics", op.wait)
         # The end status is attempted even after a failure, so no run is left RUNNING if the
         # backend comes back.
         try:
@@ -865,6 +865,12 @@ def track_fit(estimator, X, y):
         raise
     except BaseException as exc:
         _detach(estimator)
+        if type(exc).__name__ == "TrialPruned":  # Optuna stopped it: not a failure
+            if tracker.run_id is not None:
+                tracker._safe("tagging the pruning", tracker.client.set_tag, tracker.run_id,
+                              "optuna.pruned", str(exc))
+            tracker.finish("KILLED")
+            raise
         tracker.finish("FAILED", exc)
         raise
     else:

@@ -1,0 +1,206 @@
+"""Optuna studies over the estimators (or pipelines ending in one), tracked in MLflow.
+
+    from optuna.distributions import FloatDistribution, CategoricalDistribution
+    result = tune(MLPClassifier(max_epochs=10),
+                  {"lr": FloatDistribution(1e-4, 1e-2, log=True),
+                   "optimizer": CategoricalDistribution(["adam", "sgd"])},
+                  X, y, n_trials=20, storage="sqlite:///studies.db", study_name="mlp")
+
+- The objective is the validation accuracy of each fit (its ``validation_fraction`` split) or,
+  with ``cv=k``, the mean cross-validated score: never the test set.
+- Pruning happens per epoch through optuna-integration's ``SkorchPruningCallback`` (median or
+  Hyperband pruner); pruned trials are recorded as PRUNED.
+- Storage: None (in memory), an RDB URL (``sqlite:///x.db``, ``postgresql://...``) or
+  ``journal:PATH`` (a journal file for worker processes on one machine). A named study in a
+  persistent storage resumes where it stopped.
+- MLflow: the study is a parent run; each trial's fits are its children (the trial number is a
+  tag); the parent gets the best params and value, Optuna's plots, and the refit best model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna_integration import SkorchPruningCallback
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import Pipeline
+
+from . import tracking
+
+PRUNERS = ("median", "hyperband", None)
+
+
+class PruningCallback(SkorchPruningCallback):
+    """optuna-integration's skorch pruning callback, minus the trial when copied or pickled: a
+    fitted model (logged, saved) must not carry the study's storage connection."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_trial"] = None
+        return state
+
+
+def make_storage(storage, heartbeat_interval=None):
+    """An Optuna storage from a URL: None (memory), ``sqlite:///`` / ``postgresql://`` (RDB,
+    with a heartbeat when ``heartbeat_interval`` is set, so a crashed worker's trial is marked
+    FAIL), or ``journal:PATH`` (JournalStorage on a file, for processes on one machine)."""
+    if storage is None or isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    if not isinstance(storage, str):
+        raise ValueError(f"The 'storage' parameter must be None, a URL or an Optuna storage. Got {storage!r}.")
+    if storage.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(storage[len("journal:"):]))
+    if "://" not in storage:
+        raise ValueError(f"The 'storage' parameter must be an RDB URL (sqlite:///study.db, "
+                         f"postgresql://...) or journal:PATH. Got {storage!r} instead.")
+    kwargs = {}
+    if heartbeat_interval:
+        kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": 2 * heartbeat_interval}
+    return optuna.storages.RDBStorage(storage, **kwargs)
+
+
+def make_pruner(pruner):
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if pruner is None:
+        return optuna.pruners.NopPruner()
+    raise ValueError(f"The 'pruner' parameter must be 'median', 'hyperband', None or an Optuna "
+                     f"pruner. Got {pruner!r} instead.")
+
+
+def suggest(trial, space):
+    """Parameters for ``trial``: ``space`` is a dict ``name -> optuna distribution`` (or a
+    list of choices), or a function ``trial -> dict`` for spaces where one choice shapes
+    another (number of layers, then a width per layer)."""
+    if callable(space):
+        return dict(space(trial))
+    params = {}
+    for name, dist in space.items():
+        if isinstance(dist, (list, tuple)):
+            dist = optuna.distributions.CategoricalDistribution(list(dist))
+        if not isinstance(dist, optuna.distributions.BaseDistribution):
+            raise ValueError(f"Search space entry {name!r} must be an Optuna distribution or a "
+                             f"list of choices. Got {dist!r} instead.")
+        params[name] = trial._suggest(name, dist)
+    return params
+
+
+def _jsonable(params):
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+
+
+def _final_step(model):
+    if isinstance(model, Pipeline):
+        return model.steps[-1][0] + "__", model.steps[-1][1]
+    return "", model
+
+
+@dataclass
+class TuneResult:
+    study: optuna.Study
+    best_params: dict
+    best_value: float
+    best_estimator: object
+    run_id: str | None
+
+
+def tune(estimator, space, X, y, *, n_trials=20, timeout=None, cv=None, scoring="accuracy",
+         pruner="median", storage=None, study_name=None, n_jobs=1, seed=0, refit=True,
+         register_as=None, heartbeat_interval=None, callbacks=None):
+    """Run (or resume) an Optuna study over ``estimator`` and return a ``TuneResult``.
+
+    ``estimator`` is one of ours or a Pipeline ending in one; ``space`` uses its ``set_params``
+    names (``mlpclassifier__lr`` in a pipeline). With ``cv=None`` each trial is one fit scored
+    on its validation split (``valid_acc``) and pruned per epoch; with ``cv=k`` it is the mean
+    ``scoring`` over k folds (no per-epoch pruning then: the folds fit clones).
+    """
+    prefix, final = _final_step(estimator)
+    if cv is None and not final._has_validation():
+        raise ValueError("tune(cv=None) scores each trial on the estimator's validation split: "
+                         "set validation_fraction > 0, or pass cv=k.")
+    study = optuna.create_study(
+        storage=make_storage(storage, heartbeat_interval), study_name=study_name,
+        direction="maximize", load_if_exists=study_name is not None,
+        sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(pruner))
+
+    def objective(trial):
+        params = suggest(trial, space)
+        # what set_params got, for the refit (a function space's trial params differ from it)
+        trial.set_user_attr("set_params", _jsonable(params))
+        model = clone(estimator).set_params(**params)
+        step = _final_step(model)[1]
+        if cv is None:  # per-epoch pruning on the validation split (CV folds are clones: none)
+            step.set_params(callbacks=list(step.callbacks or [])
+                            + [("pruning", PruningCallback(trial, "valid_acc"))])
+        step.set_params(
+            tracking_options={**(step.tracking_options or {}), "log_model": False,
+                              "run_name": f"trial {trial.number}",
+                              "tags": {"optuna.trial": str(trial.number),
+                                       "optuna.study": study.study_name}})
+        if cv is None:
+            model.fit(X, y)
+            value = float(max(step.history_[:, "valid_acc"]))
+        else:
+            value = float(np.mean(cross_val_score(model, X, y, cv=cv, scoring=scoring)))
+        if not math.isfinite(value):
+            raise optuna.TrialPruned(f"non-finite score {value}")
+        return value
+
+    with tracking.parent_run(study.study_name, tags={"optuna.study": study.study_name}) as parent:
+        done = len([t for t in study.trials if t.state.is_finished()])
+        study.optimize(objective, n_trials=max(0, n_trials - done) if study_name else n_trials,
+                       timeout=timeout, n_jobs=n_jobs, callbacks=callbacks,
+                       catch=(FloatingPointError,))
+        best = study.best_trial
+        best_model = None
+        if refit:
+            best_model = clone(estimator).set_params(**best.user_attrs["set_params"])
+            _final_step(best_model)[1].set_params(tracking_options={"run_name": "refit best"})
+            best_model.fit(X, y)
+        if parent is not None:
+            _log_study(parent, study, best_model, X, register_as)
+    return TuneResult(study, best.params, best.value, best_model,
+                      parent.run_id if parent is not None else None)
+
+
+def _log_study(parent, study, best_model, X, register_as):
+    from optuna.visualization import matplotlib as ovm
+
+    client = parent.client
+    best = study.best_trial
+    client.log_batch(parent.run_id, params=tracking._params(
+        {f"best.{k}": v for k, v in best.params.items()}))
+    client.log_metric(parent.run_id, "best_value", best.value)
+    states = [t.state.name for t in study.trials]
+    for state in ("COMPLETE", "PRUNED", "FAIL"):
+        client.log_metric(parent.run_id, f"n_trials_{state.lower()}", states.count(state))
+    plots = {"optimization_history.png": ovm.plot_optimization_history,
+             "parallel_coordinate.png": ovm.plot_parallel_coordinate}
+    if len([s for s in states if s == "COMPLETE"]) >= 2 and len(best.params) >= 1:
+        plots["param_importances.png"] = ovm.plot_param_importances
+    import warnings
+
+    for name, plot in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+                ax = plot(study)
+        except (ValueError, RuntimeError) as exc:  # e.g. too few trials for importances
+            client.set_tag(parent.run_id, f"plot_skipped.{name}", str(exc)[:500])
+            continue
+        fig = (ax[0] if isinstance(ax, np.ndarray) else ax).figure
+        client.log_figure(parent.run_id, fig, f"study/{name}")
+    if best_model is not None:
+        parent.log_model(best_model, X)
+        if register_as:
+            tracking.register(parent.run_id, register_as)
