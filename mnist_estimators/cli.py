@@ -4,6 +4,8 @@
     mnist-estimators train --model mlp --param hidden_sizes=(512,256) --param max_epochs=5 -o mlp.pkl
     mnist-estimators evaluate mlp.pkl [--csv test.csv | --data-home DIR]
     mnist-estimators predict mlp.pkl digit1.png digits/ | mnist-estimators predict mlp.pkl --csv x.csv
+    mnist-estimators tune --pipeline cnn --trials 50 --timeout 600 --storage sqlite:///study.db --study-name cnn
+    mnist-estimators search --pipeline mlp --grid '{"clf__lr": [0.001, 0.01]}'
     mnist-estimators ui [--port 5000]
 
 Every fit is tracked in MLflow ($MLFLOW_TRACKING_URI, else ./mlruns/); `ui` opens that store.
@@ -124,6 +126,81 @@ def cmd_predict(args):
     return 0
 
 
+def _pipeline(name, params):
+    from .pipelines import get
+
+    module = get(name)
+    try:
+        return module, module.build_pipeline(**dict(params))
+    except ValueError as exc:
+        raise CLIError(f"--param for pipeline {name}: {exc}") from None
+
+
+def cmd_tune(args):
+    import optuna
+
+    from . import tracking
+    from .search import tune
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one progress line per trial is ours
+    (X, y), where = _load_data(args, "train")
+    module, pipe = _pipeline(args.pipeline, args.param)
+    print(f"tuning pipeline {args.pipeline} on {where}: {args.trials} trials"
+          + (f", timeout {args.timeout} s" if args.timeout else ""), flush=True)
+
+    def progress(study, trial):
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        try:
+            best = f"{study.best_value:.4f} (trial {study.best_trial.number})"
+        except ValueError:
+            best = "-"
+        print(f"trial {trial.number:3d} {trial.state.name:8s} value {value}  best {best}  "
+              f"{trial.params}", flush=True)
+
+    result = tune(pipe, module.SPACE, X, y, n_trials=args.trials, timeout=args.timeout,
+                  cv=args.cv, pruner=None if args.pruner == "none" else args.pruner,
+                  storage=args.storage, study_name=args.study_name, n_jobs=args.n_jobs,
+                  seed=args.seed, register_as=args.register_as, callbacks=[progress])
+    print(f"\nbest value {result.best_value:.4f} with {result.best_params}")
+    if result.run_id:
+        tracking.flush()
+        import mlflow
+
+        print(f"study run {result.run_id} in {mlflow.get_tracking_uri()}")
+    if args.storage:
+        print(f"study '{result.study.study_name}' in {args.storage} "
+              f"(optuna-dashboard {args.storage})")
+    return 0
+
+
+def cmd_search(args):
+    import json
+
+    from sklearn.model_selection import GridSearchCV
+
+    from . import tracking
+
+    (X, y), where = _load_data(args, "train")
+    module, pipe = _pipeline(args.pipeline, args.param)
+    try:
+        grid = json.loads(args.grid) if args.grid else module.GRID
+    except json.JSONDecodeError as exc:
+        raise CLIError(f"--grid must be JSON, e.g. '{{\"clf__lr\": [0.001, 0.01]}}': {exc}") from None
+    print(f"grid search over pipeline {args.pipeline} on {where}: {grid}", flush=True)
+    tracking.autolog()
+    try:
+        search = GridSearchCV(pipe, grid, cv=args.cv, n_jobs=args.n_jobs, verbose=1)
+        try:
+            search.fit(X, y)
+        except ValueError as exc:
+            raise CLIError(f"grid search failed: {exc}") from None
+    finally:
+        tracking.autolog(False)
+    print(f"\nbest cv score {search.best_score_:.4f} with {search.best_params_}")
+    _where_runs_are()
+    return 0
+
+
 def cmd_ui(args):
     import subprocess
 
@@ -171,6 +248,33 @@ def build_parser():
     p.add_argument("model")
     data_args(p, "evaluate on a CSV (label, then 784 pixels)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("tune", help="Optuna study over a ready pipeline (see pipelines/)")
+    p.add_argument("--pipeline", choices=["softmax", "mlp", "cnn"], required=True)
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--timeout", type=float, default=None, help="seconds")
+    p.add_argument("--storage", help="sqlite:///study.db, postgresql://..., or journal:PATH "
+                   "(default: in memory)")
+    p.add_argument("--study-name", help="name of the study; with --storage it resumes")
+    p.add_argument("--n-jobs", type=int, default=1, help="parallel trials (threads)")
+    p.add_argument("--cv", type=int, default=None, help="k-fold CV score instead of the "
+                   "validation split (no pruning then)")
+    p.add_argument("--pruner", choices=["median", "hyperband", "none"], default="median")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--register-as", help="register the refit best model under this name")
+    p.add_argument("--param", type=_parse_param, action="append", default=[], metavar="KEY=VALUE",
+                   help="pipeline parameter, e.g. clf__max_epochs=3")
+    data_args(p)
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("search", help="GridSearchCV over a ready pipeline, tracked as parent + children")
+    p.add_argument("--pipeline", choices=["softmax", "mlp", "cnn"], required=True)
+    p.add_argument("--grid", help="JSON dict of step__param -> list (default: the pipeline's GRID)")
+    p.add_argument("--cv", type=int, default=3)
+    p.add_argument("--n-jobs", type=int, default=1)
+    p.add_argument("--param", type=_parse_param, action="append", default=[], metavar="KEY=VALUE")
+    data_args(p)
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("ui", help="start the MLflow UI on the run store and print its URL")
     p.add_argument("--host", default="127.0.0.1")

@@ -445,3 +445,8 @@ def load_mnist(subset="train", *, data_home=None, download=True, mirrors=MIRRORS
         X = X.astype(np.float32) / 255.0
     _remember(source, X, y)
     return (X, y, source) if return_source else (X, y)
+
+
+def scale_pixels(X):
+    """uint8 0-255 pixels -> float32 in [0, 1]; a module-level function, so pipelines pickle."""
+    return np.asarray(X, dtype=np.float32) / 255.0

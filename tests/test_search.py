@@ -1,6 +1,10 @@
 """Optuna studies over the estimators: real in-memory, SQLite and Journal storages, a real MLflow store."""
 
 import multiprocessing
+import os
+import signal
+import time
+import uuid
 
 import mlflow
 import numpy as np
@@ -13,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from mnist_estimators import MLPClassifier, SoftmaxRegressionClassifier, tracking
 from mnist_estimators.search import make_storage, tune
 
-from conftest import X_TEST, X_TRAIN, Y_TRAIN
+from conftest import X_TEST, X_TRAIN, Y_TEST, Y_TRAIN
 
 pytestmark = pytest.mark.tracking
 FAST = dict(max_epochs=3, batch_size=32, random_state=0)
@@ -125,3 +129,151 @@ def test_bad_arguments():
         make_storage("studies.db")
     with pytest.raises(ValueError, match="validation split"):
         tune(MLPClassifier(**FAST, validation_fraction=None), SPACE, X_TRAIN, Y_TRAIN, n_trials=1)
+
+
+def _digits(tmp_path):
+    from conftest import write_idx
+
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte.gz", X_TRAIN.reshape(-1, 28, 28))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", Y_TRAIN)
+    return folder
+
+
+def test_cli_tune_prints_progress_and_resumes(tmp_path, store, capsys):
+    from mnist_estimators.cli import main
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    argv = ["tune", "--pipeline", "softmax", "--trials", "2", "--storage", url, "--study-name", "cli",
+            "--data-home", str(_digits(tmp_path)), "--param", "clf__max_epochs=2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("COMPLETE value") + out.count("PRUNED") == 2
+    assert "best value" in out and "study run" in out and f"optuna-dashboard {url}" in out
+    argv[argv.index("--trials") + 1] = "3"
+    assert main(argv) == 0
+    assert len(optuna.load_study(study_name="cli", storage=url).trials) == 3
+
+
+def test_cli_search_runs_a_tracked_grid(tmp_path, store, capsys):
+    from mnist_estimators.cli import main
+
+    assert main(["search", "--pipeline", "mlp", "--grid", '{"clf__lr": [0.001, 0.01]}', "--cv", "2",
+                 "--data-home", str(_digits(tmp_path)), "--param", "clf__max_epochs=2",
+                 "--param", "clf__hidden_sizes=(32,)"]) == 0
+    assert "best cv score" in capsys.readouterr().out
+    runs = store.search_runs([store.get_experiment_by_name("study").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].data.params["best.clf__lr"] in ("0.001", "0.01")
+    assert len(runs) == 1 + 2 * 2 + 1
+    assert main(["search", "--pipeline", "mlp", "--grid", "{lr: 1}"]) == 2
+
+
+@pytest.mark.parametrize("name", ["softmax", "mlp", "cnn"])
+def test_ready_pipelines_fit(name):
+    from mnist_estimators.pipelines import get
+
+    module = get(name)
+    pipe = module.build_pipeline(clf__max_epochs=4, clf__batch_size=32, clf__tracking=False)
+    assert pipe.fit(X_TRAIN, Y_TRAIN).score(X_TEST, Y_TEST) > 0.3  # chance is 0.1
+    trial = optuna.trial.FixedTrial({"depth": 1, "width_0": 128, "activation": "relu", "dropout": 0.1,
+                                     "lr": 1e-3, "batch_size": 64, "channels": "8-16",
+                                     "kernel_size": 3, "lr_schedule": "cosine"})
+    from mnist_estimators.search import suggest
+
+    if callable(module.SPACE):
+        params = suggest(trial, module.SPACE)
+        module.build_pipeline(**params)  # every key is a real parameter
+    else:
+        assert all(key in pipe.get_params() for key in module.SPACE)
+    assert all(key in pipe.get_params() for key in module.GRID)
+
+
+POSTGRES = os.environ.get("MNIST_ESTIMATORS_TEST_POSTGRES", "postgresql://mnist:mnist@127.0.0.1:5432/optuna")
+
+
+def _postgres_or_skip():
+    import sqlalchemy
+
+    try:
+        with sqlalchemy.create_engine(POSTGRES).connect():
+            return POSTGRES
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES} (.ci/system-deps starts it): {exc}")
+
+
+def test_two_workers_on_postgresql(tmp_path):
+    url = _postgres_or_skip()
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    optuna.create_study(storage=url, study_name=name, direction="maximize")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_named, args=(url, name, 3)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(300)
+        assert p.exitcode == 0
+    trials = optuna.load_study(study_name=name, storage=url).trials
+    numbers = [t.number for t in trials]
+    assert sorted(numbers) == list(range(len(trials))) and 3 <= len(trials) <= 6
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    params = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(params)) == len(params)  # no trial evaluated twice
+    optuna.delete_study(study_name=name, storage=url)
+
+
+def _worker_named(url, name, n):
+    import os
+
+    os.environ["MNIST_ESTIMATORS_TRACKING"] = "0"
+    from conftest import X_TRAIN, Y_TRAIN
+
+    tune(SoftmaxRegressionClassifier(**FAST), SPACE, X_TRAIN, Y_TRAIN, n_trials=n, storage=url,
+         study_name=name, refit=False, pruner=None, seed=None)
+
+
+def _slow_worker(url, name):
+    import os
+
+    os.environ["MNIST_ESTIMATORS_TRACKING"] = "0"
+    from conftest import X_TRAIN, Y_TRAIN
+
+    tune(MLPClassifier(max_epochs=100000, batch_size=8), SPACE, X_TRAIN, Y_TRAIN, n_trials=1,
+         storage=url, study_name=name, refit=False, pruner=None, heartbeat_interval=1)
+
+
+def test_a_crashed_worker_leaves_its_trial_failed_and_the_study_goes_on(tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storage = make_storage(url, heartbeat_interval=1)
+    optuna.create_study(storage=storage, study_name="crash", direction="maximize")
+    proc = multiprocessing.get_context("spawn").Process(target=_slow_worker, args=(url, "crash"))
+    proc.start()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        trials = optuna.load_study(study_name="crash", storage=storage).trials
+        if trials and trials[0].state.name == "RUNNING":
+            break
+        time.sleep(0.5)
+    time.sleep(2)  # a heartbeat or two
+    os.kill(proc.pid, signal.SIGKILL)  # the worker dies mid-trial
+    proc.join()
+    time.sleep(3)  # past the grace period (2 heartbeats)
+    result = tune(SoftmaxRegressionClassifier(**FAST), SPACE, X_TRAIN, Y_TRAIN, n_trials=3,
+                  storage=url, study_name="crash", refit=False, pruner=None, heartbeat_interval=1)
+    states = [t.state.name for t in result.study.trials]
+    assert states[0] == "FAIL"  # marked by the heartbeat check, not left RUNNING
+    assert states[1:] == ["COMPLETE"] * 3  # the study went on: 3 trials finish in this session
+
+
+def test_optuna_search_cv_is_a_drop_in(store):
+    from optuna_integration import OptunaSearchCV
+
+    search = OptunaSearchCV(MLPClassifier(**FAST, hidden_sizes=(32,)),
+                            {"lr": FloatDistribution(1e-3, 3e-2, log=True),
+                             "optimizer": CategoricalDistribution(["adam", "rmsprop"])},
+                            n_trials=3, cv=2, random_state=0, refit=True)
+    search.fit(X_TRAIN, Y_TRAIN)
+    assert len(search.trials_) == 3 and set(search.best_params_) == {"lr", "optimizer"}
+    assert search.score(X_TEST, Y_TEST) > 0.3
+    assert search.best_estimator_.optimizer == search.best_params_["optimizer"]

@@ -1,0 +1,16 @@
+"""Ready pipelines, installed as ``mnist_estimators.pipelines``.
+
+Each module defines ``DEFAULTS`` (a plain dict of ``step__param`` values), ``build_pipeline(**overrides)``,
+``SPACE`` (an Optuna search space: dict of distributions, or a function of the trial) and ``GRID``
+(a small ``GridSearchCV`` grid). ``get(name)`` returns the module.
+"""
+
+import importlib
+
+NAMES = ("softmax", "mlp", "cnn")
+
+
+def get(name):
+    if name not in NAMES:
+        raise ValueError(f"Unknown pipeline {name!r}; choose one of {list(NAMES)}.")
+    return importlib.import_module(f"{__name__}.{name}")
