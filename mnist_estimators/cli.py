@@ -71,6 +71,7 @@ def cmd_demo(args):
         start = time.perf_counter()
         est.fit(X, y)
         fit_s = time.perf_counter() - start
+        _flush_tracking()  # the run's figures and model, before the next fit takes the CPU
         acc = est.score(X_test, y_test)
         path = save_model(est, Path(args.output_dir) / f"{name}.pkl")
         rows.append((name, acc, fit_s, path))
@@ -79,6 +80,12 @@ def cmd_demo(args):
         print(f"| {name} | {acc:.4f} | {fit_s:.1f} | {path} |")
     _where_runs_are()
     return 0
+
+
+def _flush_tracking():
+    from . import tracking
+
+    tracking.flush()
 
 
 def _where_runs_are():

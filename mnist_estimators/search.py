@@ -32,6 +32,7 @@ from sklearn.pipeline import Pipeline
 from . import tracking
 
 PRUNERS = ("median", "hyperband", None)
+HISTORY_METRICS = ("valid_acc", "valid_loss", "train_loss")
 
 
 class PruningCallback(SkorchPruningCallback):
@@ -114,23 +115,32 @@ class TuneResult:
     run_id: str | None
 
 
-def tune(estimator, space, X, y, *, n_trials=20, timeout=None, cv=None, scoring="accuracy",
-         pruner="median", storage=None, study_name=None, n_jobs=1, seed=0, refit=True,
-         register_as=None, heartbeat_interval=None, callbacks=None):
+def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximize",
+         metric="valid_acc", cv=None, scoring="accuracy", pruner="median", storage=None,
+         study_name=None, n_jobs=1, seed=0, refit=True, register_as=None,
+         heartbeat_interval=None, callbacks=None):
     """Run (or resume) an Optuna study over ``estimator`` and return a ``TuneResult``.
 
     ``estimator`` is one of ours or a Pipeline ending in one; ``space`` uses its ``set_params``
     names (``mlpclassifier__lr`` in a pipeline). With ``cv=None`` each trial is one fit scored
-    on its validation split (``valid_acc``) and pruned per epoch; with ``cv=k`` it is the mean
-    ``scoring`` over k folds (no per-epoch pruning then: the folds fit clones).
+    on its validation split by ``metric`` (a history key: ``valid_acc``, ``valid_loss``; its
+    best epoch counts) and pruned per epoch on it; with ``cv=k`` it is the mean ``scoring``
+    over k folds (no per-epoch pruning then: the folds fit clones). ``direction`` is
+    "maximize" or "minimize". A named study in a persistent storage runs until it holds
+    ``n_trials`` finished trials (so a rerun resumes); otherwise ``n_trials`` more are run.
     """
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(f"The 'direction' parameter must be 'maximize' or 'minimize'. Got {direction!r}.")
     prefix, final = _final_step(estimator)
+    if cv is None and metric not in HISTORY_METRICS:
+        raise ValueError(f"metric {metric!r} is not in the fit's history; use one of "
+                         f"{list(HISTORY_METRICS)} (or cv=k with a scikit-learn scoring).")
     if cv is None and not final._has_validation():
         raise ValueError("tune(cv=None) scores each trial on the estimator's validation split: "
                          "set validation_fraction > 0, or pass cv=k.")
     study = optuna.create_study(
         storage=make_storage(storage, heartbeat_interval), study_name=study_name,
-        direction="maximize", load_if_exists=study_name is not None,
+        direction=direction, load_if_exists=study_name is not None,
         sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(pruner))
 
     def objective(trial):
@@ -141,7 +151,7 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, cv=None, scoring=
         step = _final_step(model)[1]
         if cv is None:  # per-epoch pruning on the validation split (CV folds are clones: none)
             step.set_params(callbacks=list(step.callbacks or [])
-                            + [("pruning", PruningCallback(trial, "valid_acc"))])
+                            + [("pruning", PruningCallback(trial, metric))])
         step.set_params(
             tracking_options={**(step.tracking_options or {}), "log_model": False,
                               "run_name": f"trial {trial.number}",
@@ -149,7 +159,10 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, cv=None, scoring=
                                        "optuna.study": study.study_name}})
         if cv is None:
             model.fit(X, y)
-            value = float(max(step.history_[:, "valid_acc"]))
+            values = step.history_[:, metric]
+            value = float(max(values) if direction == "maximize" else min(values))
+            if getattr(step, "last_run_id_", None):  # the trial's value on its run, for the UI
+                tracking.log_value(step.last_run_id_, "optuna_value", value)
         else:
             value = float(np.mean(cross_val_score(model, X, y, cv=cv, scoring=scoring)))
         if not math.isfinite(value):

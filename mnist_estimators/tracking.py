@@ -325,6 +325,14 @@ def _ours(estimator):
     return isinstance(estimator, _MNISTClassifier)
 
 
+def log_value(run_id, key, value):
+    """Log one more metric on a finished fit's run (waits for its background logging first)."""
+    import mlflow
+
+    flush()
+    mlflow.MlflowClient().log_metric(run_id, key, float(value))
+
+
 def register(run_id, name, alias=None):
     """Register the model logged by run ``run_id`` under ``name``; optionally point ``alias`` at
     the new version. Returns the ``ModelVersion``; load it with ``models:/NAME@ALIAS``."""

@@ -51,6 +51,7 @@ def test_study_logs_parent_trials_and_refit(store):
     for t in trials:
         run = by_trial[str(t.number)]
         assert run.data.metrics["best_valid_acc"] == pytest.approx(t.value)
+        assert run.data.metrics["optuna_value"] == pytest.approx(t.value)
         assert float(run.data.params["lr"]) == pytest.approx(t.params["lr"])
     model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
     np.testing.assert_array_equal(model.predict(X_TEST), result.best_estimator.predict(X_TEST))
@@ -120,6 +121,16 @@ def test_two_worker_processes_share_one_study(tmp_path, kind):
     numbers = [t.number for t in trials]
     assert len(trials) >= 3 and len(numbers) == len(set(numbers))
     assert all(t.state.name == "COMPLETE" for t in trials)
+
+
+def test_minimize_valid_loss(store):
+    result = tune(SoftmaxRegressionClassifier(**FAST), SPACE, X_TRAIN, Y_TRAIN, n_trials=3,
+                  direction="minimize", metric="valid_loss", pruner=None, refit=False)
+    assert result.study.direction.name == "MINIMIZE"
+    assert result.best_value == min(t.value for t in result.study.trials)
+    with pytest.raises(ValueError, match="metric 'valid_f1' is not in the fit's history"):
+        tune(SoftmaxRegressionClassifier(**FAST), SPACE, X_TRAIN, Y_TRAIN, n_trials=1,
+             metric="valid_f1", pruner=None, refit=False)
 
 
 def test_bad_arguments():
@@ -277,3 +288,25 @@ def test_optuna_search_cv_is_a_drop_in(store):
     assert len(search.trials_) == 3 and set(search.best_params_) == {"lr", "optimizer"}
     assert search.score(X_TEST, Y_TEST) > 0.3
     assert search.best_estimator_.optimizer == search.best_params_["optimizer"]
+
+
+def test_optuna_dashboard_reads_the_study(tmp_path):
+    import json
+    import sys
+    import urllib.request
+
+    from test_tracking_server import free_port, start, stop
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    tune(SoftmaxRegressionClassifier(**FAST, tracking=False), SPACE, X_TRAIN, Y_TRAIN, n_trials=2,
+         storage=url, study_name="dash", refit=False, pruner=None)
+    port = free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "optuna-dashboard")
+    proc = start([exe, url, "--host", "127.0.0.1", "--port", str(port)],
+                 f"http://127.0.0.1:{port}/api/studies")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as resp:
+            studies = json.loads(resp.read())["study_summaries"]
+    finally:
+        stop(proc)
+    assert [s["study_name"] for s in studies] == ["dash"]
