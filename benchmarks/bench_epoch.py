@@ -18,7 +18,6 @@ Needs full MNIST (``--data-home`` or $MNIST_ESTIMATORS_DATA or ../shared/dataset
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -26,6 +25,8 @@ import statistics
 import sys
 import time
 from pathlib import Path
+
+import common  # benchmarks/common.py, next to this script
 
 import numpy as np
 import torch
@@ -35,7 +36,6 @@ from torch import nn
 from mnist_estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier, load_mnist
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "mnist"
 ESTIMATORS = {"softmax": SoftmaxRegressionClassifier, "mlp": MLPClassifier, "cnn": CNNClassifier}
 SETTINGS = dict(optimizer="adam", lr=1e-3, batch_size=128, validation_fraction=None,
                 lr_schedule=None, random_state=0)
@@ -102,16 +102,12 @@ RUNNERS = {"ours": run_ours, "hand": run_hand, "hand_gather": run_hand_gather, "
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-home", default=os.environ.get("MNIST_ESTIMATORS_DATA") or DEFAULT_DATA)
+    parser = common.parser(__doc__, "epoch.json")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
-    parser.add_argument("--out", default=HERE / "results" / "epoch.json")
     args = parser.parse_args(argv)
-    if not Path(args.data_home, "train-images-idx3-ubyte.gz").is_file() and \
-            not Path(args.data_home, "train-images-idx3-ubyte").is_file():
-        print(f"full MNIST not found in {args.data_home}; skipping (set --data-home)")
+    if not common.has_full_mnist(args.data_home):
         return 0
     X, y = load_mnist("train", data_home=args.data_home)
     results = {}

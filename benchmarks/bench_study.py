@@ -12,7 +12,6 @@ Tracking is off here, so the figures are the study's own. Writes benchmarks/resu
 
 from __future__ import annotations
 
-import argparse
 import json
 import multiprocessing
 import os
@@ -21,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import common  # benchmarks/common.py, next to this script
+
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "mnist"
 
 
 def _study(data_home, trials, epochs, pruner, storage=None, name=None, threads=None):
@@ -54,15 +54,12 @@ def _worker(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-home", default=os.environ.get("MNIST_ESTIMATORS_DATA") or DEFAULT_DATA)
+    parser = common.parser(__doc__, "study.json")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--worker-trials", type=int, default=8)
-    parser.add_argument("--out", default=HERE / "results" / "study.json")
     args = parser.parse_args(argv)
-    if not any(Path(args.data_home, f"train-images-idx3-ubyte{s}").is_file() for s in ("", ".gz")):
-        print(f"full MNIST not found in {args.data_home}; skipping (set --data-home)")
+    if not common.has_full_mnist(args.data_home):
         return 0
     results = {}
     for pruner in ("median", None):

@@ -16,32 +16,28 @@ Writes benchmarks/results/tracking.json and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common  # benchmarks/common.py, next to this script
+
 import mlflow
 
 from mnist_estimators import MLPClassifier, load_mnist, tracking
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "mnist"
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-home", default=os.environ.get("MNIST_ESTIMATORS_DATA") or DEFAULT_DATA)
+    parser = common.parser(__doc__, "tracking.json")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--out", default=HERE / "results" / "tracking.json")
     args = parser.parse_args(argv)
-    if not any(Path(args.data_home, f"train-images-idx3-ubyte{s}").is_file() for s in ("", ".gz")):
-        print(f"full MNIST not found in {args.data_home}; skipping (set --data-home)")
+    if not common.has_full_mnist(args.data_home):
         return 0
     X, y = load_mnist("train", data_home=args.data_home)
     store = tempfile.mkdtemp(prefix="bench-tracking-")

@@ -209,7 +209,7 @@ def cmd_search(args):
 
 
 def cmd_ui(args):
-    import subprocess
+    import os
 
     from .tracking import ensure_store
 
@@ -219,10 +219,9 @@ def cmd_ui(args):
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
     print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    # The UI replaces this process, so Ctrl-C and kill reach the server itself (a child would
+    # outlive a killed parent).
+    os.execv(sys.executable, cmd)
 
 
 def build_parser():

@@ -9,7 +9,7 @@ from PIL import Image
 from mnist_estimators.cli import main
 from mnist_estimators.estimators import load_model
 
-from conftest import X_TEST, Y_TEST, write_idx_folder
+from conftest import X_TEST, Y_TEST
 
 
 def _digits_folder(tmp_path, n=4):

@@ -2,12 +2,10 @@
 test_tracking_server.py) a real `mlflow server` on 127.0.0.1."""
 
 import socket
-import warnings
 
 import mlflow
 import numpy as np
 import pytest
-import torch
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
