@@ -35,7 +35,6 @@ from torch import nn
 
 from mnist_estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier, load_mnist
 
-HERE = Path(__file__).resolve().parent
 ESTIMATORS = {"softmax": SoftmaxRegressionClassifier, "mlp": MLPClassifier, "cnn": CNNClassifier}
 SETTINGS = dict(optimizer="adam", lr=1e-3, batch_size=128, validation_fraction=None,
                 lr_schedule=None, random_state=0)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import common  # benchmarks/common.py, next to this script
 
-HERE = Path(__file__).resolve().parent
 
 
 def _study(data_home, trials, epochs, pruner, storage=None, name=None, threads=None):

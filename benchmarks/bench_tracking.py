@@ -29,7 +29,6 @@ import mlflow
 
 from mnist_estimators import MLPClassifier, load_mnist, tracking
 
-HERE = Path(__file__).resolve().parent
 
 
 def main(argv=None):

@@ -31,7 +31,6 @@ from sklearn.pipeline import Pipeline
 
 from . import tracking
 
-PRUNERS = ("median", "hyperband", None)
 HISTORY_METRICS = ("valid_acc", "valid_loss", "train_loss")
 
 
