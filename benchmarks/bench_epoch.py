@@ -1,39 +1,54 @@
-"""Epoch time of each estimator against a hand-written PyTorch loop and skorch's defaults.
+"""Epoch time of each estimator against a hand-written PyTorch loop, skorch's defaults and sklearn.
 
     python benchmarks/bench_epoch.py [--data-home DIR] [--epochs 3] [--repeats 3] [--models softmax mlp cnn]
 
-All three run in the same process, interleaved, on the same module class, data, batch size and
-optimizer (Adam, batch 128, no validation split, no schedule), so only the training loop differs:
+All run in the same process, interleaved, on the same module class, data, batch size and
+optimizer (Adam, lr 1e-3, batch 128, no validation split, no schedule), so only the loop differs:
 
-- ``ours``: the estimator (TensorBatchIterator, skorch callbacks, history);
+- ``ours``: the estimator, tracking off (TensorBatchIterator, skorch callbacks, history);
+- ``ours_tracked``: the same with MLflow tracking on (a fresh sqlite store): per-epoch metrics
+  are logged inside the epoch, so this is what a user of the defaults gets;
+- ``ours_bf16``: tracked, with ``precision="bfloat16"`` (autocast; not the same arithmetic as
+  the peers, so it is reported beside the ratios, not in them);
 - ``hand``: a plain loop that shuffles one tensor per epoch and slices it;
 - ``hand_gather``: the same loop gathering each batch with ``index_select``, as ours does: the
   ratio to it is the framework's own overhead;
-- ``skorch``: ``NeuralNetClassifier`` with its per-sample ``DataLoader`` (shuffle on).
+- ``skorch``: ``NeuralNetClassifier`` with its per-sample ``DataLoader`` (shuffle on);
+- ``sklearn`` (MLP only): ``sklearn.neural_network.MLPClassifier`` with the same layers, Adam,
+  lr and batch size (no dropout: it has none), one ``partial_fit`` per epoch.
 
-The figure is the median time per epoch (skorch's ``dur`` for the nets, the loop's own clock for
-the hand loop). Writes JSON to benchmarks/results/epoch.json and prints a table of ratios.
+The figure is the median wall time per epoch, end of one epoch to the end of the next (every
+callback and the epoch's MLflow logging included; the first epoch is dropped as warm-up).
+Writes JSON to benchmarks/results/epoch.json and prints a table of ratios.
 Needs full MNIST (``--data-home`` or $MNIST_ESTIMATORS_DATA or ../shared/datasets/mnist).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import statistics
 import sys
+import tempfile
 import time
-from pathlib import Path
+import warnings
 
 import common  # benchmarks/common.py, next to this script
 
+import mlflow
 import numpy as np
 import torch
 from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.neural_network import MLPClassifier as SklearnMLP
 from torch import nn
 
-from mnist_estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier, load_mnist
+from mnist_estimators import (
+    CNNClassifier,
+    MLPClassifier,
+    SoftmaxRegressionClassifier,
+    load_mnist,
+    tracking,
+)
 
 ESTIMATORS = {"softmax": SoftmaxRegressionClassifier, "mlp": MLPClassifier, "cnn": CNNClassifier}
 SETTINGS = dict(optimizer="adam", lr=1e-3, batch_size=128, validation_fraction=None,
@@ -46,20 +61,63 @@ def module_kwargs(est):
     return est.module, {**kwargs, "n_features": 784, "n_classes": 10}
 
 
-def run_ours(name, X, y, epochs):
-    est = ESTIMATORS[name](**SETTINGS, max_epochs=epochs).fit(X, y)
-    return list(est.history_[:, "dur"])
+class EpochClock(Callback):
+    """Wall time from one epoch's end to the next, after every other callback (added last)."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.marks = [time.perf_counter()]
+
+    def on_epoch_end(self, net, **kwargs):
+        self.marks.append(time.perf_counter())
+
+    def epochs(self):
+        return list(np.diff(self.marks))
+
+
+def run_ours(name, X, y, epochs, tracked=False, precision="float32"):
+    clock = EpochClock()
+    ESTIMATORS[name](**SETTINGS, max_epochs=epochs, tracking=tracked, precision=precision,
+                     callbacks=[("clock", clock)]).fit(X, y)
+    if tracked:
+        tracking.flush()  # the run's figures and model: after the clock, and before the next runner
+    return clock.epochs()
+
+
+def run_ours_tracked(name, X, y, epochs):
+    return run_ours(name, X, y, epochs, tracked=True)
+
+
+def run_ours_bf16(name, X, y, epochs):
+    return run_ours(name, X, y, epochs, tracked=True, precision="bfloat16")
 
 
 def run_skorch(name, X, y, epochs):
     module, kwargs = module_kwargs(ESTIMATORS[name]())
     torch.manual_seed(0)
+    clock = EpochClock()
     net = NeuralNetClassifier(module, criterion=nn.CrossEntropyLoss, optimizer=torch.optim.Adam,
                               lr=1e-3, batch_size=128, max_epochs=epochs, train_split=None,
-                              iterator_train__shuffle=True, verbose=0,
+                              iterator_train__shuffle=True, verbose=0, callbacks=[clock],
                               **{f"module__{k}": v for k, v in kwargs.items()})
     net.fit(X.astype(np.float32) / 255.0, y)
-    return list(net.history_[:, "dur"])
+    return clock.epochs()
+
+
+def run_sklearn(name, X, y, epochs):
+    if name != "mlp":
+        return []
+    est = MLPClassifier()
+    clf = SklearnMLP(hidden_layer_sizes=est.hidden_sizes, activation="relu", solver="adam",
+                     learning_rate_init=1e-3, batch_size=128, shuffle=True, random_state=0)
+    Xf, classes = X.astype(np.float32) / 255.0, np.unique(y)
+    times = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(epochs):
+            start = time.perf_counter()
+            clf.partial_fit(Xf, y, classes=classes)  # one pass over the data
+            times.append(time.perf_counter() - start)
+    return times
 
 
 def run_hand(name, X, y, epochs, per_batch_gather=False):
@@ -97,7 +155,9 @@ def run_hand_gather(name, X, y, epochs):
     return run_hand(name, X, y, epochs, per_batch_gather=True)
 
 
-RUNNERS = {"ours": run_ours, "hand": run_hand, "hand_gather": run_hand_gather, "skorch": run_skorch}
+RUNNERS = {"ours": run_ours, "ours_tracked": run_ours_tracked, "ours_bf16": run_ours_bf16,
+           "hand": run_hand,
+           "hand_gather": run_hand_gather, "skorch": run_skorch, "sklearn": run_sklearn}
 
 
 def main(argv=None):
@@ -109,6 +169,9 @@ def main(argv=None):
     if not common.has_full_mnist(args.data_home):
         return 0
     X, y = load_mnist("train", data_home=args.data_home)
+    mlflow.set_tracking_uri(f"sqlite:///{tempfile.mkdtemp(prefix='bench-epoch-')}/mlflow.db")
+    MLPClassifier(max_epochs=1).fit(X[:500], y[:500])  # creates the store: not an epoch's cost
+    tracking.flush()
     results = {}
     for name in args.models:
         epochs = {k: [] for k in RUNNERS}
@@ -116,28 +179,33 @@ def main(argv=None):
             for kind, run in RUNNERS.items():  # interleaved: drift hits all three alike
                 # the first epoch warms caches and allocators: keep the rest
                 epochs[kind] += run(name, X, y, args.epochs + 1)[1:]
-        med = {k: statistics.median(v) for k, v in epochs.items()}
+        med = {k: statistics.median(v) for k, v in epochs.items() if v}
         results[name] = {"median_epoch_s": med, "epochs_s": epochs,
+                         "ours_tracked_vs_hand": med["ours_tracked"] / med["hand"],
                          "ours_vs_hand": med["ours"] / med["hand"],
                          "ours_vs_hand_gather": med["ours"] / med["hand_gather"],
-                         "skorch_vs_ours": med["skorch"] / med["ours"]}
+                         "skorch_vs_ours_tracked": med["skorch"] / med["ours_tracked"]}
+        results[name]["skorch_vs_ours_bf16"] = med["skorch"] / med["ours_bf16"]
+        if "sklearn" in med:
+            results[name]["sklearn_vs_ours_tracked"] = med["sklearn"] / med["ours_tracked"]
         print(name, "  ".join(f"{k} {v:.3f}s" for k, v in med.items()), flush=True)
-    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-                       f"{torch.get_num_threads()} threads", "python": sys.version.split()[0],
-            "epochs": args.epochs, "repeats": args.repeats, "settings": SETTINGS}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    meta = {"machine": common.machine(), "epochs": args.epochs, "repeats": args.repeats,
+            "settings": SETTINGS}
     print(f"\n{meta['machine']}; median of {args.repeats}x{args.epochs} epochs on 60,000 images")
-    print("| model | ours s/epoch | hand loop | hand loop, per-batch gather | skorch default "
-          "| ours / hand | ours / hand (gather) | skorch / ours |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | ours, tracked (s/epoch) | ours, untracked | hand loop | hand loop, per-batch "
+          "gather | skorch default | sklearn | ours tracked / hand | ours / hand (gather) "
+          "| skorch / ours tracked | sklearn / ours tracked | ours bf16 (s/epoch) | skorch / ours bf16 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         m = r["median_epoch_s"]
-        print(f"| {name} | {m['ours']:.3f} | {m['hand']:.3f} | {m['hand_gather']:.3f} | "
-              f"{m['skorch']:.3f} | {r['ours_vs_hand']:.2f}x | {r['ours_vs_hand_gather']:.2f}x | "
-              f"{r['skorch_vs_ours']:.2f}x |")
-    print(f"\nwrote {out}")
+        sk = f"{m['sklearn']:.3f}" if "sklearn" in m else "-"
+        skr = f"{r['sklearn_vs_ours_tracked']:.2f}x" if "sklearn" in m else "-"
+        print(f"| {name} | {m['ours_tracked']:.3f} | {m['ours']:.3f} | {m['hand']:.3f} | "
+              f"{m['hand_gather']:.3f} | {m['skorch']:.3f} | {sk} | "
+              f"{r['ours_tracked_vs_hand']:.2f}x | {r['ours_vs_hand_gather']:.2f}x | "
+              f"{r['skorch_vs_ours_tracked']:.2f}x | {skr} | {m['ours_bf16']:.3f} | "
+              f"{r['skorch_vs_ours_bf16']:.2f}x |")
+    common.write_json(args.out, {"meta": meta, "results": results})
     return 0
 
 

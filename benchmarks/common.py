@@ -1,7 +1,10 @@
 """What every benchmark here shares: the full-MNIST location and the skip when it is absent."""
 
 import argparse
+import json
 import os
+import platform
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -22,3 +25,30 @@ def has_full_mnist(data_home):
         return True
     print(f"full MNIST not found in {data_home}; skipping (set --data-home)")
     return False
+
+
+def machine():
+    """One line naming the hardware and software a figure was measured on."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (f"{cpu}, {os.cpu_count()} CPUs{gpu}, Python {sys.version.split()[0]}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def write_json(path, obj):
+    """Write ``obj`` as JSON to ``path`` via a temporary file, so no half-written result remains."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+    print(f"\nwrote {path}")

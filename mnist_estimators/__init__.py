@@ -12,11 +12,18 @@ from .data import (
     read_mnist_csv,
 )
 from .estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier
-from .training import TensorBatchIterator, TrainingDivergedError, check_gradients, init_weights
+from .training import (
+    Augment,
+    TensorBatchIterator,
+    TrainingDivergedError,
+    check_gradients,
+    init_weights,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Augment",
     "CNNClassifier",
     "ChecksumError",
     "MLPClassifier",

@@ -577,8 +577,14 @@ class FitTracker:
                 "csv": "mnist-csv"}.get(src["kind"], "arrays")
         if src.get("rows") == "subset":
             name += "-subset"
-        ds = mlflow.data.from_numpy(X, targets=np.asarray(self.y), name=f"{name}-{src.get('subset', 'train')}",
-                                    source=src.get("path") if src["kind"] in ("folder", "cache", "download", "csv") else None)
+        path = src.get("path") if src["kind"] in ("folder", "cache", "download", "csv") else None
+        with warnings.catch_warnings():
+            # MLflow registers LocalArtifactDatasetSource twice (schemes "" and "file"), so every
+            # local path "can be interpreted in multiple ways", both of them the same class.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be "
+                                    "interpreted in multiple ways")
+            ds = mlflow.data.from_numpy(X, targets=np.asarray(self.y),
+                                        name=f"{name}-{src.get('subset', 'train')}", source=path)
         self.client.log_inputs(self.run_id, datasets=[DatasetInput(
             ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])])
         self.client.set_tag(self.run_id, "data.digest", ds.digest)

@@ -8,6 +8,8 @@
   ``total_steps``, known only once the data is seen.
 - ``PlateauStopping`` (seed 004's criterion) and ``DivergenceGuard`` (NaN/inf loss) callbacks.
 - ``check_gradients``: backprop against central finite differences (seed 002).
+- ``Augment``: training-only random rotation, scale, shift, blur, erasing and elastic distortion,
+  as batched tensor ops (``affine_grid``/``grid_sample``, grouped convolution, masks).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from skorch.callbacks import Callback, EarlyStopping, LRScheduler
 from torch import nn
+from torch.nn import functional as F
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -87,6 +90,165 @@ class TensorBatchIterator:
         for start in range(0, stop, bs):
             idx = perm[start:start + bs]
             yield X.index_select(0, idx), (y.index_select(0, idx) if y is not None else None)
+
+
+# --------------------------------------------------------------------------- augmentation
+# torchvision's transforms would do this, but its PyPI build does not load beside this torch
+# (DESIGN.md), and its v2 transforms draw one set of random parameters per call, not per image.
+# So: each transform below is one batched tensor op over the whole (N, 1, H, W) batch, with
+# per-image random parameters.
+
+AUGMENT_PARAMS = ("rotation", "scale", "shift", "blur", "erasing", "elastic", "elastic_sigma")
+
+
+class Augment:
+    """Random training-time transforms of a batch of flat square images, all images at once.
+
+    Rotation, scale and shift form one affine map per image; an elastic displacement field is
+    added to the same sampling grid, so the four cost one ``grid_sample``. Blur is one grouped
+    convolution with a kernel per image; erasing is one mask.
+
+    Parameters
+    ----------
+    rotation : float, default=0.0
+        Largest rotation in degrees: each image turns by U(-rotation, rotation).
+    scale : float, default=0.0
+        Largest relative zoom: each image is scaled by U(1 - scale, 1 + scale) (in and out).
+    shift : float, default=0.0
+        Largest translation in pixels along each axis.
+    blur : float, default=0.0
+        Largest Gaussian blur sigma in pixels: each image is blurred with sigma U(0, blur).
+    erasing : float, default=0.0
+        Probability that an image gets one random rectangle (2-20% of its area, aspect 1:3 to
+        3:1) set to 0, the background (seed 004's "black squares"; random erasing).
+    elastic : float, default=0.0
+        Elastic distortion strength alpha (Simard et al. 2003): a U(-1, 1) displacement field,
+        smoothed by a Gaussian of ``elastic_sigma`` pixels, times alpha pixels. Typical: 34.
+    elastic_sigma : float, default=4.0
+    generator : torch.Generator or None
+        Source of randomness (on the device of the batches); None uses torch's global one.
+    """
+
+    def __init__(self, rotation=0.0, scale=0.0, shift=0.0, blur=0.0, erasing=0.0, elastic=0.0,
+                 elastic_sigma=4.0, generator=None):
+        values = dict(rotation=rotation, scale=scale, shift=shift, blur=blur, erasing=erasing,
+                      elastic=elastic, elastic_sigma=elastic_sigma)
+        for name, value in values.items():
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isfinite(value) and value >= 0):
+                raise ValueError(f"The 'augment_{name}' parameter must be a float >= 0. "
+                                 f"Got {value!r} instead.")
+        if scale >= 1:
+            raise ValueError(f"The 'augment_scale' parameter must be < 1 (a zoom factor of "
+                             f"1 - scale must stay positive). Got {scale!r} instead.")
+        if erasing > 1:
+            raise ValueError(f"The 'augment_erasing' parameter is a probability in [0, 1]. "
+                             f"Got {erasing!r} instead.")
+        if elastic and not elastic_sigma:
+            raise ValueError("The 'augment_elastic_sigma' parameter must be > 0 when "
+                             "augment_elastic is set. Got 0 instead.")
+        vars(self).update(values)
+        self.generator = generator
+
+    @property
+    def active(self):
+        """True when any transform is on."""
+        return any(getattr(self, name) for name in AUGMENT_PARAMS if name != "elastic_sigma")
+
+    def __repr__(self):
+        on = ", ".join(f"{k}={getattr(self, k)}" for k in AUGMENT_PARAMS if getattr(self, k)
+                       and (k != "elastic_sigma" or self.elastic))
+        return f"Augment({on})"
+
+    def _uniform(self, low, high, *shape, device):
+        return torch.rand(*shape, generator=self.generator, device=device) * (high - low) + low
+
+    def __call__(self, X):
+        """``(N, H*W)`` float batch -> a transformed ``(N, H*W)`` batch (a new tensor)."""
+        n, n_features = X.shape
+        side = math.isqrt(n_features)
+        if side * side != n_features:
+            raise ValueError(f"Augmentation needs square images: got {n_features} features per "
+                             "sample, not a perfect square (784 for 28x28).")
+        img = X.reshape(n, 1, side, side)  # (N, 784) -> (N, 1, 28, 28)
+        if self.rotation or self.scale or self.shift or self.elastic:
+            img = F.grid_sample(img, self._sampling_grid(n, side, img), mode="bilinear",
+                                padding_mode="border", align_corners=False)
+        if self.blur:
+            sigma = self._uniform(0.0, self.blur, n, device=X.device)
+            img = gaussian_blur(img, sigma, radius=math.ceil(2 * self.blur))
+        if self.erasing:
+            img = img * self._erasing_mask(n, side, X.device)
+        return img.reshape(n, n_features)
+
+    def _sampling_grid(self, n, side, img):
+        # grid_sample reads output pixel p from input location theta @ p (normalized coordinates,
+        # [-1, 1]), so theta is the inverse map: rotate by -angle, divide by the zoom.
+        device = img.device
+        angle = self._uniform(-self.rotation, self.rotation, n, device=device) * (math.pi / 180)
+        zoom = self._uniform(1 - self.scale, 1 + self.scale, n, device=device)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        shift = self._uniform(-self.shift, self.shift, n, 2, device=device) * (2 / side)
+        theta = torch.stack([torch.stack([cos, sin, shift[:, 0]], 1),
+                             torch.stack([-sin, cos, shift[:, 1]], 1)], 1)  # (N, 2, 3)
+        grid = F.affine_grid(theta, list(img.shape), align_corners=False)  # (N, H, W, 2)
+        if self.elastic:
+            field = self._uniform(-1.0, 1.0, n, 2, side, side, device=device)
+            sigma = torch.full((n,), float(self.elastic_sigma), device=device)
+            field = gaussian_blur(field, sigma, radius=math.ceil(2 * self.elastic_sigma))
+            grid = grid + field.permute(0, 2, 3, 1) * (self.elastic * 2 / side)  # pixels -> [-1, 1]
+        return grid
+
+    def _erasing_mask(self, n, side, device):
+        # One rectangle per chosen image: area 2-20% of the image, log-uniform aspect 1:3-3:1.
+        area = self._uniform(0.02, 0.2, n, device=device) * side * side
+        aspect = torch.exp(self._uniform(math.log(1 / 3), math.log(3), n, device=device))
+        h = (area * aspect).sqrt().clamp(1, side).floor()
+        w = (area / aspect).sqrt().clamp(1, side).floor()
+        top = (self._uniform(0, 1, n, device=device) * (side - h + 1)).floor()
+        left = (self._uniform(0, 1, n, device=device) * (side - w + 1)).floor()
+        chosen = self._uniform(0, 1, n, device=device) < self.erasing
+        pos = torch.arange(side, device=device, dtype=torch.float32)
+        rows = (pos >= top[:, None]) & (pos < (top + h)[:, None])   # (N, H)
+        cols = (pos >= left[:, None]) & (pos < (left + w)[:, None])  # (N, W)
+        erase = rows[:, :, None] & cols[:, None, :] & chosen[:, None, None]  # (N, H, W)
+        return (~erase).unsqueeze(1).to(torch.float32)  # (N, 1, H, W): 0 where erased
+
+
+def gaussian_blur(img, sigma, radius):
+    """Blur each image of ``img`` (N, C, H, W) with its own Gaussian ``sigma[i]`` (pixels).
+
+    A separable kernel of ``2 * radius + 1`` taps per image, applied to all images in one grouped
+    convolution per axis; zero padding (the background). sigma 0 leaves an image unchanged.
+    """
+    n, c, h, w = img.shape
+    offsets = torch.arange(-radius, radius + 1, device=img.device, dtype=img.dtype)
+    s = sigma.to(img.dtype).clamp_min(1e-3)[:, None]
+    kernel = torch.exp(-0.5 * (offsets[None, :] / s) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N*C, taps)
+    x = img.reshape(1, n * c, h, w)
+    x = F.conv2d(x, kernel[:, None, :, None], padding=(radius, 0), groups=n * c)  # along H
+    x = F.conv2d(x, kernel[:, None, None, :], padding=(0, radius), groups=n * c)  # along W
+    return x.reshape(n, c, h, w)
+
+
+class AugmentedBatches:
+    """Wrap a training iterator so every ``(X, y)`` batch it yields goes through ``transform``.
+
+    Works over any iterator of batches (``TensorBatchIterator``, a ``DataLoader``), so the
+    augmentation lives in the training iterator only: validation, ``predict`` and ``score`` use
+    skorch's other iterator and never see it.
+    """
+
+    def __init__(self, batches, transform):
+        self.batches, self.transform = batches, transform
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        for Xb, yb in self.batches:
+            yield self.transform(Xb), yb
 
 
 # --------------------------------------------------------------------------- initialization
@@ -327,17 +489,18 @@ def check_gradients(module, X, y, n_checks=20, eps=1e-5, random_state=0):
     report = []
     with torch.no_grad():
         for name, p in net.named_parameters():
-            grads = p.grad.detach().clone().reshape(-1)
-            flat = p.data.reshape(-1)
-            for idx in rng.choice(flat.numel(), size=min(n_checks, flat.numel()), replace=False):
-                orig = flat[idx].item()
-                flat[idx] = orig + eps
+            grads = p.grad.detach().clone()
+            # Index by position, not through reshape(-1): that copies a channels-last kernel.
+            for idx in rng.choice(p.numel(), size=min(n_checks, p.numel()), replace=False):
+                pos = np.unravel_index(int(idx), tuple(p.shape))
+                orig = p.data[pos].item()
+                p.data[pos] = orig + eps
                 up = loss().item()
-                flat[idx] = orig - eps
+                p.data[pos] = orig - eps
                 down = loss().item()
-                flat[idx] = orig
+                p.data[pos] = orig
                 num = (up - down) / (2 * eps)
-                bp = grads[idx].item()
+                bp = grads[pos].item()
                 diff = abs(bp - num)
                 report.append({"param": name, "index": int(idx), "backprop": bp, "numerical": num,
                                "abs_diff": diff, "rel_diff": diff / max(abs(bp) + abs(num), 1e-12)})

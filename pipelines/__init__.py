@@ -7,7 +7,7 @@ Each module defines ``DEFAULTS`` (a plain dict of ``step__param`` values), ``bui
 
 import importlib
 
-NAMES = ("softmax", "mlp", "cnn")
+NAMES = ("softmax", "mlp", "cnn", "softmax_best", "mlp_best", "mlp_augmented", "cnn_best")
 
 
 def get(name):

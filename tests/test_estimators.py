@@ -423,3 +423,18 @@ def test_divergence_stops_with_a_clear_error():
     with pytest.raises(TrainingDivergedError, match=r"loss became (nan|inf) in epoch 1.*lower learning rate"):
         small(MLPClassifier, optimizer="sgd", lr=1e10, max_epochs=3,
               lr_schedule=None).fit(X_TRAIN, Y_TRAIN)
+
+
+@pytest.mark.parametrize("cls", [MLPClassifier, CNNClassifier])
+def test_bfloat16_precision_trains_and_predicts_like_float32(cls):
+    params = dict(FAST, max_epochs=4)
+    mixed = cls(**params, precision="bfloat16").fit(X_TRAIN, Y_TRAIN)
+    full = cls(**params).fit(X_TRAIN, Y_TRAIN)
+    assert all(p.dtype == torch.float32 for p in mixed.module_.parameters())  # weights stay fp32
+    proba = mixed.predict_proba(X_TEST)
+    assert proba.dtype == np.float32 and np.allclose(proba.sum(1), 1, atol=1e-5)
+    agree = (mixed.predict(X_TEST) == full.predict(X_TEST)).mean()
+    assert agree > 0.8 and mixed.score(X_TEST, Y_TEST) > 0.6
+    with pytest.raises(ValueError, match=r"'precision' parameter of .* must be one of "
+                                         r"\['float32', 'bfloat16'\]. Got 'fp8'"):
+        cls(precision="fp8").fit(X_TRAIN, Y_TRAIN)

@@ -149,6 +149,8 @@ def _digits(tmp_path):
     folder.mkdir()
     write_idx(folder / "train-images-idx3-ubyte.gz", X_TRAIN.reshape(-1, 28, 28))
     write_idx(folder / "train-labels-idx1-ubyte.gz", Y_TRAIN)
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", X_TEST.reshape(-1, 28, 28))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", Y_TEST)
     return folder
 
 
@@ -181,12 +183,14 @@ def test_cli_search_runs_a_tracked_grid(tmp_path, store, capsys):
     assert main(["search", "--pipeline", "mlp", "--grid", "{lr: 1}"]) == 2
 
 
-@pytest.mark.parametrize("name", ["softmax", "mlp", "cnn"])
+@pytest.mark.parametrize("name", ["softmax", "mlp", "cnn", "softmax_best", "mlp_best",
+                                  "mlp_augmented", "cnn_best"])
 def test_ready_pipelines_fit(name):
     from mnist_estimators.pipelines import get
 
     module = get(name)
     pipe = module.build_pipeline(clf__max_epochs=4, clf__batch_size=32, clf__tracking=False)
+    assert pipe.get_params()["clf__random_state"] == 0  # reproducible by default
     assert pipe.fit(X_TRAIN, Y_TRAIN).score(X_TEST, Y_TEST) > 0.3  # chance is 0.1
     trial = optuna.trial.FixedTrial({"depth": 1, "width_0": 128, "activation": "relu", "dropout": 0.1,
                                      "lr": 1e-3, "batch_size": 64, "channels": "8-16",
@@ -310,3 +314,40 @@ def test_optuna_dashboard_reads_the_study(tmp_path):
     finally:
         stop(proc)
     assert [s["study_name"] for s in studies] == ["dash"]
+
+
+def test_cli_reproduce_fits_each_seed_and_logs_mean_and_std(tmp_path, store, capsys):
+    import json
+
+    from mnist_estimators.cli import main
+    from mnist_estimators.estimators import load_model
+
+    out_json = tmp_path / "res" / "softmax.json"
+    assert main(["reproduce", "softmax_best", "--seeds", "0", "1", "--quiet",
+                 "--data-home", str(_digits(tmp_path)), "--param", "clf__max_epochs=3",
+                 "--output-dir", str(tmp_path / "models"), "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "seed 0: test accuracy" in out and "seed 1: test accuracy" in out
+    result = json.loads(out_json.read_text())
+    accs = [r["test_accuracy"] for r in result["runs"]]
+    assert [r["seed"] for r in result["runs"]] == [0, 1] and len(set(accs)) == 2  # seeds differ
+    assert result["test_accuracy_mean"] == pytest.approx(np.mean(accs))
+    assert result["test_accuracy_std"] == pytest.approx(np.std(accs))
+    assert result["params"]["clf__max_epochs"] == 3 and result["params"]["scale"] == "passthrough"
+    model = load_model(result["runs"][1]["model"])
+    assert model.score(X_TEST, Y_TEST) == pytest.approx(accs[1])  # the saved model is the scored one
+    runs = store.search_runs([store.get_experiment_by_name("study").experiment_id])
+    parent = next(r for r in runs if r.info.run_name == "reproduce softmax_best")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["test_accuracy_mean"] == pytest.approx(np.mean(accs))
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.metrics["test_accuracy"] for r in children) == pytest.approx(sorted(accs))
+    assert {r.data.params["random_state"] for r in children} == {"0", "1"}
+
+
+def test_cli_reproduce_rejects_an_unknown_pipeline(capsys):
+    from mnist_estimators.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["reproduce", "resnet"])
+    assert "invalid choice: 'resnet'" in capsys.readouterr().err

@@ -67,3 +67,24 @@ def test_tensor_batch_iterator_needs_tensors():
         TensorBatchIterator(Dataset(np.zeros((3, 2)), np.zeros(3)))
     with pytest.raises(ValueError, match="'batch_size' parameter must be >= 1"):
         TensorBatchIterator(Dataset(torch.zeros(3, 2), None), batch_size=0)
+
+
+def test_cnn_blocks_of_several_convs():
+    module = CNN(channels=(4, 8), hidden_sizes=(16,), convs_per_block=2)
+    convs = [m for m in module.features if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(1, 4), (4, 4), (4, 8), (8, 8)]
+    assert module(torch.rand(3, 784)).shape == (3, 10)
+    with pytest.raises(ValueError, match="'convs_per_block' parameter must be positive integers"):
+        CNN(convs_per_block=0)
+
+
+def test_channels_last_is_a_layout_not_a_different_network():
+    torch.manual_seed(0)
+    nhwc = CNN(channels=(4, 8), hidden_sizes=(16,))
+    nchw = CNN(channels=(4, 8), hidden_sizes=(16,), channels_last=False)
+    nchw.load_state_dict(nhwc.state_dict())
+    conv = nhwc.features[4].weight  # (8, 4, 3, 3): with one input channel both layouts coincide
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    X = torch.from_numpy(X_TRAIN[:32].astype(np.float32) / 255)
+    nhwc.eval(), nchw.eval()
+    torch.testing.assert_close(nhwc(X), nchw(X), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,69 @@
+"""Test accuracy of the ready accuracy pipelines, mean +- std over seeds, against the targets.
+
+    python benchmarks/bench_accuracy.py [--data-home DIR] [--seeds 0 1 2]
+                                        [--pipelines softmax_best mlp_best mlp_augmented cnn_best]
+    python benchmarks/bench_accuracy.py --table-only     # the table from earlier results
+
+Each pipeline runs through ``mnist-estimators reproduce`` (fit on the 60,000 training images per
+seed, score once on the 10,000 test images, every fit tracked in MLflow). Writes
+benchmarks/results/accuracy-NAME.json per pipeline and prints one table with the seeds' best
+published figure and the target of issue #5 beside each.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import common  # benchmarks/common.py, next to this script
+
+from mnist_estimators.cli import main as cli
+
+# (best figure in the seeds, target)
+TARGETS = {
+    "softmax_best": ("softmax regression", 0.9251, 0.927),
+    "mlp_best": ("MLP, no augmentation", 0.979, 0.986),
+    "mlp_augmented": ("MLP, augmentation", 0.979, 0.992),
+    "cnn_best": ("CNN", 0.993, 0.996),
+}
+
+
+def table(results_dir):
+    print("| pipeline | model | test accuracy (mean +- std) | seeds | mean fit time | best in "
+          "the seeds | target | margin |\n|---|---|---|---|---|---|---|---|")
+    for name, (model, seeds_best, target) in TARGETS.items():
+        path = Path(results_dir) / f"accuracy-{name}.json"
+        if not path.is_file():
+            print(f"| {name} | {model} | not run | | | {seeds_best:.2%} | {target:.1%} | |")
+            continue
+        r = json.loads(path.read_text())
+        mean, std = r["test_accuracy_mean"], r["test_accuracy_std"]
+        print(f"| `{name}` | {model} | {mean:.2%} +- {std:.2%} | {len(r['runs'])} | "
+              f"{r['fit_s_mean'] / 60:.1f} min | {seeds_best:.2%} | {target:.1%} | "
+              f"{(mean - target) * 100:+.2f} pts |")
+
+
+def main(argv=None):
+    parser = common.parser(__doc__, "")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--pipelines", nargs="+", choices=list(TARGETS), default=list(TARGETS))
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args(argv)
+    results_dir = Path(args.out)
+    if not args.table_only:
+        if not common.has_full_mnist(args.data_home):
+            return 0
+        for name in args.pipelines:
+            status = cli(["reproduce", name, "--seeds", *map(str, args.seeds), "--quiet",
+                          "--data-home", str(args.data_home), "--output-dir", "models",
+                          "--json", str(results_dir / f"accuracy-{name}.json")])
+            if status:
+                return status
+    print(f"\n{common.machine()}")
+    table(results_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Training-time augmentation: batched transforms, training-only, seeded, searchable."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from skorch.callbacks import Callback
+from skorch.dataset import Dataset
+
+from mnist_estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier
+from mnist_estimators.training import Augment, AugmentedBatches, TensorBatchIterator, gaussian_blur
+
+from conftest import X_TEST, X_TRAIN, Y_TRAIN
+
+IMAGES = torch.from_numpy(X_TRAIN[:64].astype(np.float32) / 255)  # (64, 784) digits in [0, 1]
+ALL = dict(rotation=15.0, scale=0.15, shift=3.0, blur=1.0, erasing=0.5, elastic=34.0)
+
+
+def augment(seed=0, **params):
+    return Augment(**params, generator=torch.Generator().manual_seed(seed))
+
+
+def centre_of_mass(X):
+    img = X.reshape(-1, 28, 28)
+    pos = torch.arange(28, dtype=torch.float32)
+    mass = img.sum((1, 2))
+    return (img.sum(2) @ pos) / mass, (img.sum(1) @ pos) / mass  # rows, cols
+
+
+def test_no_transform_is_inactive_and_every_one_is_active():
+    assert not Augment().active
+    for name, value in ALL.items():
+        assert Augment(**{name: value}).active, name
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_each_transform_changes_images_per_image(name):
+    out = augment(**{name: ALL[name]})(IMAGES)
+    assert out.shape == IMAGES.shape and out.dtype == torch.float32
+    assert torch.isfinite(out).all()
+    assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6  # stays an image in [0, 1]
+    changed = (out - IMAGES).abs().amax(1) > 1e-3
+    if name == "erasing":  # p = 0.5: about half the images, never all or none
+        assert 10 < changed.sum() < 54
+    elif name == "blur":  # sigma ~ U(0, 1): below ~0.3 the kernel is all but a delta
+        assert changed.sum() > 32
+    else:
+        assert changed.all()
+    # Per-image parameters: the same digit 32 times comes out 32 different ways.
+    same = IMAGES[:1].repeat(32, 1)
+    out = augment(**{name: ALL[name]})(same)
+    assert len({tuple(row.round(decimals=4).tolist()) for row in out}) > 16
+
+
+def test_shift_moves_the_digit_by_at_most_shift_pixels():
+    rows0, cols0 = centre_of_mass(IMAGES)
+    rows, cols = centre_of_mass(augment(shift=3.0)(IMAGES))
+    drow, dcol = rows - rows0, cols - cols0
+    assert drow.abs().max() <= 3.05 and dcol.abs().max() <= 3.05
+    assert drow.abs().max() > 1.5 and dcol.abs().max() > 1.5  # the range is used
+    assert abs(drow.mean()) < 0.75  # and it is symmetric
+
+
+def test_scale_zooms_in_and_out():
+    ink = IMAGES.sum(1)
+    ratio = augment(scale=0.3)(IMAGES).sum(1) / ink  # ink grows as the square of the zoom
+    assert ratio.min() < 0.8 and ratio.max() > 1.2
+    assert ratio.min() > 0.7 ** 2 - 0.05 and ratio.max() < 1.3 ** 2 + 0.05
+
+
+def test_rotation_keeps_ink_and_centre():
+    out = augment(rotation=30.0)(IMAGES)
+    assert torch.allclose(out.sum(1), IMAGES.sum(1), rtol=0.08)
+    rows0, cols0 = centre_of_mass(IMAGES)
+    rows, cols = centre_of_mass(out)
+    # about the image centre (13.5, 13.5): the distance to it is kept
+    d0 = ((rows0 - 13.5) ** 2 + (cols0 - 13.5) ** 2).sqrt()
+    d = ((rows - 13.5) ** 2 + (cols - 13.5) ** 2).sqrt()
+    assert (d - d0).abs().max() < 0.6
+
+
+def test_blur_spreads_ink_and_sigma_zero_is_identity():
+    out = augment(blur=2.0)(IMAGES)
+    assert torch.allclose(out.sum(1), IMAGES.sum(1), rtol=0.02)  # digits sit inside the frame
+    assert (out.amax(1) <= IMAGES.amax(1) + 1e-6).all()
+    img = IMAGES[:4].reshape(4, 1, 28, 28)
+    assert torch.allclose(gaussian_blur(img, torch.zeros(4), radius=3), img, atol=1e-6)
+
+
+def test_erasing_blanks_one_rectangle_of_2_to_20_percent():
+    ones = torch.ones(200, 784)
+    out = augment(erasing=1.0)(ones)
+    erased = (out == 0).reshape(200, 28, 28)
+    share = erased.float().mean((1, 2))
+    assert (share > 0).all() and share.max() <= 0.21 and share.min() >= 0.01
+    for mask in erased[:20]:  # a rectangle: its rows times its columns
+        rows, cols = mask.any(1), mask.any(0)
+        assert mask.sum() == rows.sum() * cols.sum()
+
+
+def test_elastic_distorts_locally_and_keeps_the_digit():
+    out = augment(elastic=34.0, elastic_sigma=4.0)(IMAGES)
+    ink = out.sum(1) / IMAGES.sum(1)  # strokes stretch and shrink locally, on average neither
+    assert 0.5 < ink.min() and ink.max() < 1.5 and abs(ink.mean() - 1) < 0.1
+    rows0, cols0 = centre_of_mass(IMAGES)
+    rows, cols = centre_of_mass(out)
+    assert (rows - rows0).abs().max() < 3 and (cols - cols0).abs().max() < 3
+    assert (out - IMAGES).abs().sum(1).min() > 5  # every image really moved
+
+
+def test_same_generator_seed_same_batch():
+    assert torch.equal(augment(7, **ALL)(IMAGES), augment(7, **ALL)(IMAGES))
+    assert not torch.equal(augment(7, **ALL)(IMAGES), augment(8, **ALL)(IMAGES))
+
+
+@pytest.mark.parametrize("name, value, match", [
+    ("rotation", -1.0, "'augment_rotation' parameter must be a float >= 0. Got -1.0"),
+    ("scale", 1.0, "'augment_scale' parameter must be < 1"),
+    ("erasing", 1.5, "'augment_erasing' parameter is a probability"),
+    ("blur", float("nan"), "'augment_blur' parameter must be a float >= 0"),
+    ("shift", "2", "'augment_shift' parameter must be a float >= 0. Got '2'"),
+])
+def test_bad_augment_params_are_named(name, value, match):
+    with pytest.raises(ValueError, match=match):
+        Augment(**{name: value})
+    with pytest.raises(ValueError, match="MLPClassifier: The " + match):
+        MLPClassifier(max_epochs=1, **{f"augment_{name}": value}).fit(X_TRAIN[:50], Y_TRAIN[:50])
+
+
+def test_non_square_features_are_a_clear_error():
+    X = np.random.default_rng(0).random((40, 30)).astype(np.float32)
+    y = np.arange(40) % 2
+    with pytest.raises(ValueError, match="augmentation needs square images, but X has 30 features"):
+        MLPClassifier(max_epochs=1, augment_shift=1.0).fit(X, y)
+
+
+class RecordBatches(Callback):
+    def initialize(self):
+        self.train, self.valid = [], []
+        return self
+
+    def on_batch_begin(self, net, batch=None, training=None, **kwargs):
+        (self.train if training else self.valid).append(batch[0].clone())
+
+
+def rows_of(X):
+    return {tuple(r) for r in X.numpy().round(5).tolist()}
+
+
+def test_augmentation_is_training_only():
+    rec = RecordBatches()
+    net = MLPClassifier(max_epochs=2, random_state=0, augment_elastic=34.0, augment_rotation=10.0,
+                        validation_fraction=0.25, callbacks=[("rec", rec)])
+    net.fit(X_TRAIN, Y_TRAIN)
+    originals = rows_of(net._check_X(X_TRAIN, reset=False))  # the scaled pixels fit trains on
+    train_rows = rows_of(torch.cat(rec.train))
+    valid_rows = rows_of(torch.cat(rec.valid))
+    assert len(train_rows & originals) == 0  # every training image was transformed
+    assert valid_rows <= originals and len(valid_rows) == 100  # validation never is
+    # predict/score see the images as given: the probabilities are the module's on X itself.
+    Xt = torch.from_numpy(X_TEST.astype(np.float32) / 255)
+    with torch.no_grad():
+        expected = torch.softmax(net.module_.eval()(Xt), 1).numpy()
+    np.testing.assert_allclose(net.predict_proba(X_TEST), expected, atol=1e-6)
+    assert "augment_" not in vars(net)  # the generator does not outlive fit (pickle stays small)
+
+
+def test_training_iterator_is_wrapped_only_while_training():
+    ds = Dataset(IMAGES, torch.zeros(64, dtype=torch.long))
+    batches = AugmentedBatches(TensorBatchIterator(ds, batch_size=16), augment(shift=2.0))
+    assert len(batches) == 4
+    out = torch.cat([Xb for Xb, _ in batches])
+    assert out.shape == IMAGES.shape and not torch.equal(out, IMAGES)
+    net = MLPClassifier(augment_shift=2.0).initialize()
+    assert not isinstance(net.get_iterator(ds, training=False), AugmentedBatches)
+
+
+@pytest.mark.parametrize("cls", [SoftmaxRegressionClassifier, MLPClassifier, CNNClassifier])
+def test_seeded_augmented_fits_are_reproducible(cls):
+    params = dict(max_epochs=2, random_state=3, batch_size=64, augment_rotation=10.0,
+                  augment_erasing=0.3, augment_blur=0.5)
+    if cls is CNNClassifier:
+        params["channels"] = (4, 8)
+    a = cls(**params).fit(X_TRAIN, Y_TRAIN).predict_proba(X_TEST)
+    b = cls(**params).fit(X_TRAIN, Y_TRAIN).predict_proba(X_TEST)
+    plain = cls(**{**params, "augment_rotation": 0.0, "augment_erasing": 0.0, "augment_blur": 0.0})
+    c = plain.fit(X_TRAIN, Y_TRAIN).predict_proba(X_TEST)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_augmentation_is_searchable_with_set_params_and_grid_search():
+    net = MLPClassifier(max_epochs=1, random_state=0, hidden_sizes=(32,))
+    assert net.get_params()["augment_rotation"] == 0.0
+    net.set_params(augment_rotation=12.0, augment_elastic=20.0)
+    twin = clone(net)
+    assert twin.augment_rotation == 12.0 and twin.augment_elastic == 20.0
+    search = GridSearchCV(net, {"augment_shift": [0.0, 2.0], "augment_erasing": [0.0, 0.5]}, cv=2)
+    search.fit(X_TRAIN, Y_TRAIN)
+    assert len(search.cv_results_["params"]) == 4
+    assert set(search.best_params_) == {"augment_shift", "augment_erasing"}
