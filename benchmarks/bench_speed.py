@@ -18,6 +18,8 @@ augmentation cost and torch.compile, each against a peer timed in the same run.
 - ``augment``: seconds each training-only transform adds to an MLP epoch.
 - ``compile``: ``compile=True`` (skorch's torch.compile switch) against eager, time per epoch
   after the first, and the first epoch's extra cost (compilation).
+- ``profile``: where an epoch of our MLP and softmax goes (torch.profiler, top operators by
+  self CPU time), to show how much of it is arithmetic no loop can avoid.
 
 Every estimator runs with tracking off here (bench_epoch.py measures tracking's cost).
 Writes benchmarks/results/speed.json and prints one table per section.
@@ -51,7 +53,7 @@ from mnist_estimators import (
 from mnist_estimators.modules import CNN
 
 ESTIMATORS = {"softmax": SoftmaxRegressionClassifier, "mlp": MLPClassifier, "cnn": CNNClassifier}
-SECTIONS = ("time_to_99", "predict", "scaling", "batch_size", "augment", "compile")
+SECTIONS = ("time_to_99", "predict", "scaling", "batch_size", "augment", "compile", "profile")
 
 # Chosen on a 10% validation split of the training set among (8..16, 16..32) channels, batch
 # 128/256/512 and 1-2 epochs (valid accuracy 0.9898); the test set only measures it.
@@ -254,6 +256,28 @@ def compile_(X, y, epochs=3):
     return rows
 
 
+def profile(X, y):
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    rows = {}
+    for model in ("softmax", "mlp"):
+        est = ESTIMATORS[model](max_epochs=1, random_state=0, validation_fraction=None)
+        est.fit(X[:5000], y[:5000])  # warm-up
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            est.set_params(max_epochs=1).partial_fit(X, y)
+        total = sum(e.self_cpu_time_total for e in prof.key_averages())
+        top = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:10]
+        rows[model] = {"total_self_cpu_s": total / 1e6, "top": [
+            {"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6,
+             "share": e.self_cpu_time_total / total, "calls": e.count} for e in top]}
+        print(f"\n| {model}: top operators of one epoch (profiled) | self CPU | share | calls |"
+              "\n|---|---|---|---|")
+        for r in rows[model]["top"]:
+            print(f"| `{r['op']}` | {r['self_cpu_s']:.3f} s | {r['share']:.0%} | {r['calls']} |")
+    return rows
+
+
 def main(argv=None):
     parser = common.parser(__doc__, "speed.json")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
@@ -282,6 +306,8 @@ def main(argv=None):
             results[section] = augment(X, y)
         elif section == "compile":
             results[section] = compile_(X, y)
+        elif section == "profile":
+            results[section] = profile(X, y)
     print(f"\nmachine: {results['meta']['machine']}")
     common.write_json(args.out, results)
     return 0

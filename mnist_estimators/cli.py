@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -376,9 +378,23 @@ def build_parser():
     return parser
 
 
+def _terminated(signum, frame):
+    # SIGTERM (kill, a scheduler's timeout) would end Python with no cleanup, leaving MLflow runs
+    # RUNNING forever. As an interrupt, every open run ends KILLED. A running fit stops at its
+    # next batch (an exception raised here could be swallowed by a finalizer); else raise now.
+    from .training import request_interrupt
+
+    reason = f"terminated by signal {signum}"
+    if not request_interrupt(reason):
+        raise KeyboardInterrupt(reason)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -391,6 +407,13 @@ def main(argv=None):
     except (CLIError, ValueError, MNISTFormatError, FileNotFoundError, OSError) as exc:
         print(f"mnist-estimators {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"mnist-estimators {args.command}: interrupted ({exc or 'Ctrl-C'}); open MLflow "
+              "runs were ended KILLED", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

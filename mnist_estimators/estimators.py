@@ -46,7 +46,9 @@ from .training import (
     Augment,
     AugmentedBatches,
     TensorBatchIterator,
+    _FITS_RUNNING,
     init_weights,
+    raise_if_interrupt_requested,
     resolve_optimizer,
     valid_accuracy,
 )
@@ -325,6 +327,8 @@ class _MNISTClassifier(NeuralNetClassifier):
         getattr(self, method_name)(self, **cb_kwargs)
         for cb in self._callbacks_for(method_name):
             getattr(cb, method_name)(self, **cb_kwargs)
+        if method_name == "on_batch_end":
+            raise_if_interrupt_requested()  # SIGTERM in the CLI: stop here, cleanly
 
     def _callbacks_for(self, method_name):
         callbacks = self.callbacks_
@@ -385,11 +389,13 @@ class _MNISTClassifier(NeuralNetClassifier):
         # a user's KeyboardInterrupt propagates (skorch swallows both).
         self.augment_ = self._start_augment(Xt)
         self.notify("on_train_begin", X=Xt, y=yt)
+        _FITS_RUNNING[0] += 1
         try:
             self.fit_loop(Xt, yt, **fit_params)
         except StopTraining:
             pass
         finally:
+            _FITS_RUNNING[0] -= 1
             del self.augment_  # holds a torch.Generator; only training uses it
         self.notify("on_train_end", X=Xt, y=yt)
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
@@ -25,6 +26,32 @@ from torch.nn import functional as F
 
 class TrainingDivergedError(FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
+
+
+# A request to interrupt training, honoured at the next batch boundary. A signal handler that
+# raised KeyboardInterrupt itself could land in a garbage-collection finalizer (SQLAlchemy's,
+# inside MLflow), where Python prints the exception and ignores it, and training would go on.
+_INTERRUPT = threading.Event()
+_INTERRUPT_REASON = ["interrupted"]
+_FITS_RUNNING = [0]
+
+
+def request_interrupt(reason="interrupted"):
+    """Ask every running fit in this process to stop with ``KeyboardInterrupt`` at its next batch.
+
+    Returns False when no fit is running (the caller should then interrupt by other means).
+    """
+    if not _FITS_RUNNING[0]:
+        return False
+    _INTERRUPT_REASON[0] = reason
+    _INTERRUPT.set()
+    return True
+
+
+def raise_if_interrupt_requested():
+    if _INTERRUPT.is_set():
+        _INTERRUPT.clear()
+        raise KeyboardInterrupt(_INTERRUPT_REASON[0])
 
 
 class StopTraining(KeyboardInterrupt):

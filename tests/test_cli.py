@@ -123,3 +123,40 @@ def test_demo_defaults_reach_the_accuracy_targets_on_full_mnist(full_mnist_dir, 
     assert table["softmax"][0] >= 0.920
     assert table["mlp"][0] >= 0.975
     assert table["cnn"][0] >= 0.988
+
+
+@pytest.mark.tracking
+def test_sigterm_ends_the_run_killed_not_running(tmp_path):
+    import os
+    import signal
+    import time
+
+    import mlflow
+
+    folder = _digits_folder(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "term"}
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_estimators.cli", "train", "--model", "mlp",
+                             "--data-home", str(folder), "-o", str(tmp_path / "m.pkl"), "-q",
+                             "--param", "max_epochs=100000"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = mlflow.MlflowClient(uri)
+        deadline = time.monotonic() + 120
+        runs = []
+        while time.monotonic() < deadline and not runs:  # wait until the fit's run is open
+            time.sleep(0.5)
+            exp = client.get_experiment_by_name("term") if (tmp_path / "mlflow.db").exists() else None
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+        assert runs, "the run never started"
+        time.sleep(1.0)  # a few epochs in
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted (terminated by signal 15)" in err
+    run = client.get_run(runs[0].info.run_id)
+    assert run.info.status == "KILLED"
+    assert not (tmp_path / "m.pkl").exists()  # no model file that looks complete
