@@ -221,8 +221,8 @@ class Augment:
         grid = F.affine_grid(theta, list(img.shape), align_corners=False)  # (N, H, W, 2)
         if self.elastic:
             field = self._uniform(-1.0, 1.0, n, 2, side, side, device=device)
-            sigma = torch.full((n,), float(self.elastic_sigma), device=device)
-            field = gaussian_blur(field, sigma, radius=math.ceil(2 * self.elastic_sigma))
+            field = gaussian_blur(field, float(self.elastic_sigma),
+                                  radius=math.ceil(2 * self.elastic_sigma))
             grid = grid + field.permute(0, 2, 3, 1) * (self.elastic * 2 / side)  # pixels -> [-1, 1]
         return grid
 
@@ -243,13 +243,21 @@ class Augment:
 
 
 def gaussian_blur(img, sigma, radius):
-    """Blur each image of ``img`` (N, C, H, W) with its own Gaussian ``sigma[i]`` (pixels).
+    """Blur each image of ``img`` (N, C, H, W) with a Gaussian of ``sigma`` pixels.
 
-    A separable kernel of ``2 * radius + 1`` taps per image, applied to all images in one grouped
-    convolution per axis; zero padding (the background). sigma 0 leaves an image unchanged.
+    ``sigma`` is one float for all (one separable kernel, the batch as the convolution's batch)
+    or a tensor ``(N,)``, one per image (a kernel per image, one grouped convolution per axis,
+    3x slower). ``2 * radius + 1`` taps, zero padding (the background); sigma 0 is the identity.
     """
     n, c, h, w = img.shape
     offsets = torch.arange(-radius, radius + 1, device=img.device, dtype=img.dtype)
+    if not torch.is_tensor(sigma):
+        kernel = torch.exp(-0.5 * (offsets / max(float(sigma), 1e-3)) ** 2)
+        kernel = kernel / kernel.sum()
+        x = img.reshape(n * c, 1, h, w)
+        x = F.conv2d(x, kernel.view(1, 1, -1, 1), padding=(radius, 0))  # along H
+        x = F.conv2d(x, kernel.view(1, 1, 1, -1), padding=(0, radius))  # along W
+        return x.reshape(n, c, h, w)
     s = sigma.to(img.dtype).clamp_min(1e-3)[:, None]
     kernel = torch.exp(-0.5 * (offsets[None, :] / s) ** 2)
     kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N*C, taps)

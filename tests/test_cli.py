@@ -36,7 +36,7 @@ def test_demo_on_a_data_folder(tmp_path, capsys):
     table = _table(out)
     assert set(table) == {"softmax", "mlp", "cnn"}
     for name, (acc, secs, path) in table.items():
-        assert 0.5 < acc <= 1.0 and secs > 0
+        assert 0.5 < acc <= 1.0 and secs >= 0  # 400 images can fit in under 0.05 s
         model = load_model(path)
         assert model.score(X_TEST, Y_TEST) == pytest.approx(acc)
     assert "epoch" in out and "train_loss" in out  # per-epoch progress is shown
