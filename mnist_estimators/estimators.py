@@ -50,6 +50,7 @@ from .training import (
     init_weights,
     raise_if_interrupt_requested,
     resolve_optimizer,
+    use_fused_kernel,
     valid_accuracy,
 )
 
@@ -431,6 +432,8 @@ class _MNISTClassifier(NeuralNetClassifier):
         cls, defaults = resolve_optimizer(self.optimizer)
         if self.weight_decay:
             defaults["weight_decay"] = self.weight_decay
+        if use_fused_kernel(cls, kwargs, args[0]):
+            defaults["fused"] = True
         self.optimizer_ = cls(*args, **{**defaults, **kwargs})
         return self
 
@@ -575,6 +578,8 @@ _COMMON_DOC = """
     optimizer : str or torch optimizer class, default="adam"
         "sgd", "momentum" (SGD, momentum 0.9), "nesterov", "rmsprop", "adam", "adamw", or a class.
         Extra arguments go through ``optimizer__*`` (e.g. ``optimizer__momentum=0.95``).
+        Adam and AdamW (by name or class) take torch's fused single-kernel step unless
+        ``optimizer__fused``, ``foreach``, ``differentiable`` or ``capturable`` is given.
     lr : float, default=1e-3
         Learning rate (the peak rate with ``lr_schedule="onecycle"``).
     weight_decay : float, default=0.0

@@ -271,8 +271,9 @@ def test_activations(activation):
     ("momentum", torch.optim.SGD, {"momentum": 0.9, "nesterov": False}),
     ("nesterov", torch.optim.SGD, {"momentum": 0.9, "nesterov": True}),
     ("rmsprop", torch.optim.RMSprop, {}),
-    ("adam", torch.optim.Adam, {}),
-    ("adamw", torch.optim.AdamW, {}),
+    ("adam", torch.optim.Adam, {"fused": True}),  # the single-kernel step, where torch has one
+    ("adamw", torch.optim.AdamW, {"fused": True}),
+    (torch.optim.Adam, torch.optim.Adam, {"fused": True}),
     (torch.optim.Adagrad, torch.optim.Adagrad, {}),
 ])
 def test_optimizers(optimizer, cls, extra):
@@ -284,6 +285,24 @@ def test_optimizers(optimizer, cls, extra):
     for key, val in extra.items():
         assert group[key] == val
     assert est.score(X_TEST, Y_TEST) > 0.4
+
+
+@pytest.mark.parametrize("kwargs, fused", [
+    ({}, True),
+    ({"optimizer__foreach": True}, None),  # the user's choice of step wins
+    ({"optimizer__fused": False}, False),
+    ({"optimizer__param_groups": [("output.*", {"lr": 1e-4})]}, True),
+])
+def test_adam_steps_fused_unless_told_otherwise(kwargs, fused):
+    est = small(MLPClassifier, max_epochs=2, random_state=0, **kwargs).fit(X_TRAIN, Y_TRAIN)
+    assert all(group["fused"] is fused for group in est.optimizer_.param_groups)
+    if "optimizer__param_groups" in kwargs:
+        assert [g.get("initial_lr", g["lr"]) for g in est.optimizer_.param_groups] == [1e-4, 1e-3]
+    # the same arithmetic, so the same model up to float rounding
+    plain = small(MLPClassifier, max_epochs=2, random_state=0, optimizer__foreach=False,
+                  **{k: v for k, v in kwargs.items() if k == "optimizer__param_groups"})
+    plain.fit(X_TRAIN, Y_TRAIN)
+    np.testing.assert_allclose(est.predict_proba(X_TEST), plain.predict_proba(X_TEST), atol=1e-4)
 
 
 @pytest.mark.parametrize("schedule", ["step", "exponential", "cosine", "onecycle", "plateau"])
