@@ -5,7 +5,7 @@ augmentation cost and torch.compile, each against a peer timed in the same run.
                                       batch_size augment compile]
 
 - ``time_to_99``: training wall time until 99.0% test accuracy. Ours is ``TIME_TO_99`` (a small
-  BatchNorm CNN in bfloat16, one-cycle LR), fitted for 1, 2, 3... epochs until a fit ends at
+  BatchNorm CNN that pools before BatchNorm, bfloat16, one-cycle LR, label smoothing), fitted for 1, 2, 3... epochs until a fit ends at
   99.0% or more: its time is that fit's. The peer is seed 000's recipe (conv 32 -> 64, FC 128, dropout
   0.5, Adam 1e-3, batch 128) in a plain PyTorch loop, tested after every epoch (testing is not
   timed) until it reaches 99.0% or 10 epochs.
@@ -55,10 +55,16 @@ from mnist_estimators.modules import CNN
 ESTIMATORS = {"softmax": SoftmaxRegressionClassifier, "mlp": MLPClassifier, "cnn": CNNClassifier}
 SECTIONS = ("time_to_99", "predict", "scaling", "batch_size", "augment", "compile", "profile")
 
-# Chosen on a 10% validation split of the training set among (8..16, 16..32) channels, batch
-# 128/256/512 and 1-2 epochs (valid accuracy 0.9898); the test set only measures it.
-TIME_TO_99 = dict(channels=(12, 24), hidden_sizes=(128,), dropout=0.0, batch_size=256,
-                  lr=8e-3, lr_schedule="onecycle", precision="bfloat16",
+# Chosen on a 10% validation split of the training set (valid accuracy 0.9922, 0.9912, 0.9913
+# after one epoch for random_state 0, 1, 2); the test set only measures it. Tried there: 12-24,
+# 16-32, 32-64 and 16-32-64 channels, pooling before or after BatchNorm+ReLU, batch 64 to 512,
+# peak lr 4e-3 to 1.5e-2, label smoothing, 1-2 epochs. Pooling first (``pool_first``) and
+# channel counts that are multiples of 16 matter most: oneDNN's channels-last BatchNorm has no
+# fast path for 12 or 24 channels, and BatchNorm+ReLU, not the convolutions, were 70% of the
+# 12-24 network's epoch.
+TIME_TO_99 = dict(channels=(16, 32, 64), module__pool_first=True, hidden_sizes=(128,),
+                  dropout=0.0, batch_size=128, lr=8e-3, lr_schedule="onecycle",
+                  criterion__label_smoothing=0.1, precision="bfloat16",
                   validation_fraction=None, random_state=0)
 
 

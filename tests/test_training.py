@@ -78,6 +78,25 @@ def test_cnn_blocks_of_several_convs():
         CNN(convs_per_block=0)
 
 
+def test_cnn_pool_first_pools_before_batchnorm_and_activation():
+    torch.manual_seed(0)
+    first = CNN(channels=(4, 8), hidden_sizes=(16,), convs_per_block=2, pool_first=True)
+    kinds = [type(m).__name__ for m in first.features]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"] * 2
+    last = CNN(channels=(4, 8), hidden_sizes=(16,), convs_per_block=2)
+    with torch.no_grad():  # same parameters (fresh BatchNorm statistics), pooling elsewhere
+        for ours, theirs in zip(last.parameters(), first.parameters(), strict=True):
+            ours.copy_(theirs)
+    X = torch.from_numpy(X_TRAIN[:32].astype(np.float32) / 255)
+    # Evaluated with positive BatchNorm scales, BatchNorm and ReLU are increasing maps, which
+    # commute with max-pooling: the same function.
+    first.eval(), last.eval()
+    torch.testing.assert_close(first(X), last(X), rtol=1e-4, atol=1e-5)
+    # Training, the batch statistics are taken over pooled maps: a different network.
+    first.train(), last.train()
+    assert not torch.allclose(first(X), last(X), atol=1e-3)
+
+
 def test_channels_last_is_a_layout_not_a_different_network():
     torch.manual_seed(0)
     nhwc = CNN(channels=(4, 8), hidden_sizes=(16,))
