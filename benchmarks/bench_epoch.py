@@ -21,7 +21,9 @@ optimizer (Adam, lr 1e-3, batch 128, no validation split, no schedule), so only 
 
 The figure is the median wall time per epoch, end of one epoch to the end of the next (every
 callback and the epoch's MLflow logging included; the first epoch is dropped as warm-up).
-Writes JSON to benchmarks/results/epoch.json and prints a table of ratios.
+Writes JSON to benchmarks/results/epoch.json and prints a table of ratios, and, per model,
+skorch / ours within each repeat: on a shared VM the machine's speed drifts between repeats,
+and that spread is the error bar of the pooled ratio.
 Needs full MNIST (``--data-home`` or $MNIST_ESTIMATORS_DATA or ../shared/datasets/mnist).
 """
 
@@ -191,20 +193,27 @@ def main(argv=None):
     results = {}
     for name in args.models:
         epochs = {k: [] for k in RUNNERS}
+        paired = []  # skorch / ours tracked within each repeat: the spread shows the drift
         for _ in range(args.repeats):
+            this = {}
             for kind, run in RUNNERS.items():  # interleaved: drift hits all three alike
                 # the first epoch warms caches and allocators: keep the rest
-                epochs[kind] += run(name, X, y, args.epochs + 1)[1:]
+                this[kind] = run(name, X, y, args.epochs + 1)[1:]
+                epochs[kind] += this[kind]
+            paired.append(statistics.median(this["skorch"]) / statistics.median(this["ours_tracked"]))
         med = {k: statistics.median(v) for k, v in epochs.items() if v}
         results[name] = {"median_epoch_s": med, "epochs_s": epochs,
                          "ours_tracked_vs_hand": med["ours_tracked"] / med["hand"],
                          "ours_vs_hand": med["ours"] / med["hand"],
                          "ours_vs_hand_gather": med["ours"] / med["hand_gather"],
-                         "skorch_vs_ours_tracked": med["skorch"] / med["ours_tracked"]}
+                         "skorch_vs_ours_tracked": med["skorch"] / med["ours_tracked"],
+                         "skorch_vs_ours_tracked_per_repeat": paired}
         results[name]["skorch_vs_ours_bf16"] = med["skorch"] / med["ours_bf16"]
         if "sklearn" in med:
             results[name]["sklearn_vs_ours_tracked"] = med["sklearn"] / med["ours_tracked"]
         print(name, "  ".join(f"{k} {v:.3f}s" for k, v in med.items()), flush=True)
+        print(f"{name}: skorch / ours tracked, repeat by repeat: "
+              + ", ".join(f"{r:.2f}x" for r in paired), flush=True)
     meta = {"machine": common.machine(), "epochs": args.epochs, "repeats": args.repeats,
             "settings": SETTINGS}
     print(f"\n{meta['machine']}; median of {args.repeats}x{args.epochs} epochs on 60,000 images")

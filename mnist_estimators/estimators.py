@@ -26,7 +26,8 @@ from skorch.callbacks import (
     PassthroughScoring,
     PrintLog,
 )
-from skorch.dataset import Dataset
+from skorch.dataset import Dataset, get_len
+from skorch.history import History
 from skorch.utils import is_dataset
 from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
@@ -344,6 +345,36 @@ class _MNISTClassifier(NeuralNetClassifier):
                 cb for _, cb in callbacks
                 if base is None or getattr(type(cb), method_name, None) is not base]
         return by_event[method_name]
+
+    def _set_training(self, training=True):
+        # skorch calls this before every batch, and nn.Module.train() walks the whole module
+        # tree each time (13 us for the MLP, 26 us for the CNN: ~2% of an MLP epoch). The mode
+        # only changes between training, validation and prediction, so the walk is done only
+        # when the top module's mode is not already the one asked for.
+        for name in self._modules + self._criteria:
+            module = getattr(self, name + "_")
+            if isinstance(module, nn.Module) and module.training != bool(training):
+                module.train(training)
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        # skorch's loop, recording the same history. skorch looks the current batch up in the
+        # history twice per batch (``record_batch``) and finds the batch size with
+        # ``skorch.dataset.get_len``, which flattens the whole batch; one lookup does, and
+        # ``len`` for a tensor. Any other history (skorch's DistributedHistory) takes skorch's
+        # own loop.
+        if iterator is None or type(self.history).record_batch is not History.record_batch:
+            return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+        batch_count = 0
+        for batch in iterator:
+            self.notify("on_batch_begin", batch=batch, training=training)
+            step = step_fn(batch, **fit_params)
+            row = self.history[-1]["batches"][-1]
+            row[prefix + "_loss"] = step["loss"].item()
+            Xi = batch[0] if isinstance(batch, (tuple, list)) else batch
+            row[prefix + "_batch_size"] = len(Xi) if torch.is_tensor(Xi) else get_len(Xi)
+            self.notify("on_batch_end", batch=batch, training=training, **step)
+            batch_count += 1
+        self.history.record(prefix + "_batch_count", batch_count)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y, **fit_params):

@@ -10,6 +10,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from skorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from mnist_estimators import (
@@ -303,6 +304,49 @@ def test_adam_steps_fused_unless_told_otherwise(kwargs, fused):
                   **{k: v for k, v in kwargs.items() if k == "optimizer__param_groups"})
     plain.fit(X_TRAIN, Y_TRAIN)
     np.testing.assert_allclose(est.predict_proba(X_TEST), plain.predict_proba(X_TEST), atol=1e-4)
+
+
+def test_epoch_loop_records_what_skorchs_loop_records():
+    from skorch import NeuralNetClassifier
+
+    class SkorchLoop(MLPClassifier):  # skorch's own per-batch bookkeeping and mode switching
+        run_single_epoch = NeuralNetClassifier.run_single_epoch
+        _set_training = NeuralNetClassifier._set_training
+
+    kwargs = dict(validation_fraction=0.25, batch_size=48, augment_shift=1.0)  # partial batches
+    ours = small(MLPClassifier, **kwargs).fit(X_TRAIN, Y_TRAIN)
+    theirs = small(SkorchLoop, **kwargs).fit(X_TRAIN, Y_TRAIN)
+    assert len(ours.history) == len(theirs.history) == 2
+    for mine, skorchs in zip(ours.history, theirs.history):
+        assert mine["train_batch_count"] == skorchs["train_batch_count"] == 7
+        assert [sorted(b) for b in mine["batches"]] == [sorted(b) for b in skorchs["batches"]]
+        for key in ("train_batch_size", "valid_batch_size", "train_loss", "valid_loss"):
+            np.testing.assert_allclose([b[key] for b in mine["batches"] if key in b],
+                                       [b[key] for b in skorchs["batches"] if key in b], rtol=1e-5)
+        np.testing.assert_allclose(mine["valid_acc"], skorchs["valid_acc"])
+    sizes = [b["train_batch_size"] for b in ours.history[0, "batches"] if "train_batch_size" in b]
+    valid = sum(b["valid_batch_size"] for b in ours.history[0, "batches"] if "valid_batch_size" in b)
+    assert sum(sizes) + valid == len(X_TRAIN) and 0 < sizes[-1] < 48 and valid > 0
+
+
+class _RecordModes(Callback):
+    seen = []
+
+    def on_batch_end(self, net, training=False, **kwargs):  # after the batch's step
+        self.seen.append((training, {m.training for m in net.module_.modules()}))
+
+
+def test_modules_train_in_training_batches_and_evaluate_otherwise():
+    record = _RecordModes()
+    est = small(MLPClassifier, validation_fraction=0.25, callbacks=[("modes", record)])
+    est.fit(X_TRAIN, Y_TRAIN)
+    est.predict(X_TEST)  # leaves the module in eval mode
+    assert not est.module_.training
+    record.seen = []
+    est.partial_fit(X_TRAIN, Y_TRAIN)
+    assert {training for training, _ in record.seen} == {True, False}
+    # every submodule (the Dropout layers included) follows the batch's mode
+    assert all(modes == {training} for training, modes in record.seen)
 
 
 @pytest.mark.parametrize("schedule", ["step", "exponential", "cosine", "onecycle", "plateau"])

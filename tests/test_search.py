@@ -194,7 +194,8 @@ def test_ready_pipelines_fit(name):
     assert pipe.fit(X_TRAIN, Y_TRAIN).score(X_TEST, Y_TEST) > 0.3  # chance is 0.1
     trial = optuna.trial.FixedTrial({"depth": 1, "width_0": 128, "activation": "relu", "dropout": 0.1,
                                      "lr": 1e-3, "batch_size": 64, "channels": "8-16",
-                                     "kernel_size": 3, "lr_schedule": "cosine"})
+                                     "kernel_size": 3, "pool_first": True,
+                                     "lr_schedule": "cosine"})
     from mnist_estimators.search import suggest
 
     if callable(module.SPACE):
