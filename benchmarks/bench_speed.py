@@ -5,10 +5,11 @@ augmentation cost and torch.compile, each against a peer timed in the same run.
                                       batch_size augment compile]
 
 - ``time_to_99``: training wall time until 99.0% test accuracy. Ours is ``TIME_TO_99`` (a small
-  BatchNorm CNN that pools before BatchNorm, bfloat16, one-cycle LR, label smoothing), fitted for 1, 2, 3... epochs until a fit ends at
-  99.0% or more: its time is that fit's. The peer is seed 000's recipe (conv 32 -> 64, FC 128, dropout
-  0.5, Adam 1e-3, batch 128) in a plain PyTorch loop, tested after every epoch (testing is not
-  timed) until it reaches 99.0% or 10 epochs.
+  BatchNorm CNN that pools before BatchNorm, bfloat16, one-cycle LR, label smoothing), fitted
+  for 1, 2, 3... epochs until a fit ends at 99.0% or more: its time is that fit's. The peer is
+  seed 000's recipe (conv 32 -> 64, FC 128, dropout 0.5, Adam 1e-3, batch 128) in a plain
+  PyTorch loop, tested after every epoch (testing is not timed) until it reaches 99.0% or 10
+  epochs.
 - ``predict``: images per second over the 10,000 test images for each estimator's ``predict``,
   against sklearn's ``MLPClassifier.predict`` on the same layers and a bare ``module(X)`` forward.
 - ``scaling``: fit time (2 epochs) and peak extra memory (resident set, measured in a fresh

@@ -313,7 +313,8 @@ def test_epoch_loop_records_what_skorchs_loop_records():
         run_single_epoch = NeuralNetClassifier.run_single_epoch
         _set_training = NeuralNetClassifier._set_training
 
-    kwargs = dict(validation_fraction=0.25, batch_size=48, augment_shift=1.0)  # partial batches
+    # a partial last batch, a validation split, and augmentation's own batch iterator
+    kwargs = dict(validation_fraction=0.25, batch_size=48, augment_shift=1.0)
     ours = small(MLPClassifier, **kwargs).fit(X_TRAIN, Y_TRAIN)
     theirs = small(SkorchLoop, **kwargs).fit(X_TRAIN, Y_TRAIN)
     assert len(ours.history) == len(theirs.history) == 2
@@ -330,7 +331,8 @@ def test_epoch_loop_records_what_skorchs_loop_records():
 
 
 class _RecordModes(Callback):
-    seen = []
+    def __init__(self):
+        self.seen = []
 
     def on_batch_end(self, net, training=False, **kwargs):  # after the batch's step
         self.seen.append((training, {m.training for m in net.module_.modules()}))
