@@ -45,10 +45,8 @@ def machine():
 
 
 def write_json(path, obj):
-    """Write ``obj`` as JSON to ``path`` via a temporary file, so no half-written result remains."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    """Write ``obj`` as JSON to ``path`` atomically, so no half-written result remains."""
+    from mnist_estimators.persistence import write_json as write
+
+    write(path, obj)
     print(f"\nwrote {path}")

@@ -8,6 +8,7 @@
     mnist-estimators search --pipeline mlp --grid '{"clf__lr": [0.001, 0.01]}'
     mnist-estimators reproduce cnn_best --seeds 0 1 2 [--json results.json]
     mnist-estimators ui [--port 5000]
+    mnist-estimators runs reap | mnist-estimators runs upload [models/unlogged]
 
 Every fit is tracked in MLflow ($MLFLOW_TRACKING_URI, else ./mlruns/); `ui` opens that store.
 """
@@ -25,7 +26,8 @@ import warnings
 from pathlib import Path
 
 from .data import MNISTFormatError, load_mnist, read_images, read_mnist_csv
-from .estimators import ESTIMATORS, load_model, save_model
+from .estimators import ESTIMATORS
+from .persistence import load_model, save_model, write_json
 from .pipelines import NAMES as PIPELINES
 
 
@@ -76,7 +78,6 @@ def cmd_demo(args):
         start = time.perf_counter()
         est.fit(X, y)
         fit_s = time.perf_counter() - start
-        _flush_tracking()  # the run's figures and model, before the next fit takes the CPU
         acc = est.score(X_test, y_test)
         path = save_model(est, Path(args.output_dir) / f"{name}.pkl")
         rows.append((name, acc, fit_s, path))
@@ -87,17 +88,10 @@ def cmd_demo(args):
     return 0
 
 
-def _flush_tracking():
-    from . import tracking
-
-    tracking.flush()
-
-
 def _where_runs_are():
     from . import tracking
 
     if tracking.is_enabled():
-        tracking.flush()
         import mlflow
 
         print(f"\nruns logged to {mlflow.get_tracking_uri()}; `mnist-estimators ui` opens them")
@@ -175,7 +169,6 @@ def cmd_tune(args):
                   seed=args.seed, register_as=args.register_as, callbacks=[progress])
     print(f"\nbest value {result.best_value:.4f} with {result.best_params}")
     if result.run_id:
-        tracking.flush()
         import mlflow
 
         print(f"study run {result.run_id} in {mlflow.get_tracking_uri()}")
@@ -260,32 +253,20 @@ def cmd_reproduce(args):
     print(f"\n{args.pipeline}: test accuracy {accs.mean():.4f} +- {accs.std():.4f} over "
           f"{len(rows)} seed(s), mean fit time {summary['fit_s_mean']:.0f} s")
     if args.json:
-        _write_json_atomically(args.json, summary)
+        write_json(args.json, summary)
         print(f"wrote {args.json}")
     _where_runs_are()
     return 0
 
 
-def _write_json_atomically(path, obj):
-    import json
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_ui(args):
-    from .tracking import ensure_store
+    from .tracking import TrackingError, open_store, resolve_uri
 
-    uri, artifacts = ensure_store()
+    uri, artifacts = resolve_uri()
+    try:
+        open_store(uri, artifacts)  # creates or migrates it safely, reaps runs of dead processes
+    except TrackingError as exc:
+        raise CLIError(str(exc)) from None
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", args.host, "--port", str(args.port)]
     if artifacts:
@@ -294,6 +275,28 @@ def cmd_ui(args):
     # The UI replaces this process, so Ctrl-C and kill reach the server itself (a child would
     # outlive a killed parent).
     os.execv(sys.executable, cmd)
+
+
+def cmd_runs(args):
+    from .tracking import TrackingError, open_store, reap, resolve_uri, upload
+
+    uri, artifacts = resolve_uri()
+    try:
+        if args.action == "reap":
+            reaped = reap(open_store(uri, artifacts))
+            print(f"{len(reaped)} run(s) of dead processes marked KILLED in {uri}")
+            return 0
+        if not Path(args.folder).is_dir():
+            raise CLIError(f"{args.folder} is not a folder of models kept by a failed tracking")
+        uploaded, failed = upload(args.folder, tracking_uri=args.tracking_uri, quiet=True)
+    except TrackingError as exc:
+        raise CLIError(str(exc)) from None
+    for run_id in uploaded:
+        print(f"uploaded run {run_id}")
+    for path, reason in failed.items():
+        print(f"not uploaded: {path}: {reason}", file=sys.stderr)
+    print(f"{len(uploaded)} uploaded, {len(failed)} left in {args.folder}")
+    return 1 if failed else 0
 
 
 def build_parser():
@@ -370,6 +373,14 @@ def build_parser():
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
 
+    p = sub.add_parser("runs", help="housekeeping of the MLflow store: reap runs of dead "
+                       "processes, upload models kept locally while tracking failed")
+    p.add_argument("action", choices=["reap", "upload"])
+    p.add_argument("folder", nargs="?", default="models/unlogged",
+                   help="with upload: the fallback folder (default: models/unlogged)")
+    p.add_argument("--tracking-uri", help="with upload: log there instead of each model's own store")
+    p.set_defaults(func=cmd_runs)
+
     p = sub.add_parser("predict", help="labels for images (PNG/JPEG files or folders) or a CSV")
     p.add_argument("model")
     p.add_argument("inputs", nargs="*", help="image files or one folder")
@@ -380,8 +391,8 @@ def build_parser():
 
 def _terminated(signum, frame):
     # SIGTERM (kill, a scheduler's timeout) would end Python with no cleanup, leaving MLflow runs
-    # RUNNING forever. As an interrupt, every open run ends KILLED. A running fit stops at its
-    # next batch (an exception raised here could be swallowed by a finalizer); else raise now.
+    # RUNNING forever. As an interrupt, a running fit stops at its next batch (an exception
+    # raised here could be swallowed by a finalizer) and its run ends KILLED; else raise now.
     from .training import request_interrupt
 
     reason = f"terminated by signal {signum}"
@@ -408,8 +419,9 @@ def main(argv=None):
         print(f"mnist-estimators {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(f"mnist-estimators {args.command}: interrupted ({exc or 'Ctrl-C'}); open MLflow "
-              "runs were ended KILLED", file=sys.stderr)
+        # The run of an interrupted fit says itself how it ended (KILLED, and where its model is).
+        print(f"mnist-estimators {args.command}: interrupted ({str(exc) or 'Ctrl-C'})",
+              file=sys.stderr)
         return 130
     finally:
         if previous is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -311,23 +310,21 @@ def _fetch(url, dest, md5, timeout, progress):
     """Download ``url`` to ``dest`` atomically: a temporary file, verified, then renamed."""
     from tqdm.auto import tqdm
 
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress,
-                      leave=False) as bar:
-                while chunk := resp.read(1 << 16):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-            if total is not None and out.tell() != total:
-                raise urllib.error.URLError(f"connection closed after {out.tell()} of {total} bytes")
-        if md5 is not None and (got := _md5(tmp)) != md5:
+    from .persistence import atomic_write
+
+    digest = hashlib.md5()
+    with atomic_write(dest) as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress,
+                  leave=False) as bar:
+            while chunk := resp.read(1 << 16):
+                out.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+        if total is not None and out.tell() != total:
+            raise urllib.error.URLError(f"connection closed after {out.tell()} of {total} bytes")
+        if md5 is not None and (got := digest.hexdigest()) != md5:
             raise ChecksumError(f"{url}: MD5 {got} does not match the expected {md5}.")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def download_mnist(dest=None, *, mirrors=MIRRORS, checksums=None, timeout=30, progress=True):

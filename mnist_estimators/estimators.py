@@ -24,7 +24,6 @@ from skorch.callbacks import (
     EpochTimer,
     LRScheduler,
     PassthroughScoring,
-    PrintLog,
 )
 from skorch.dataset import Dataset, get_len
 from skorch.history import History
@@ -35,9 +34,11 @@ from sklearn.utils.validation import check_array, check_X_y
 from torch import nn
 
 from . import tracking
+from .persistence import load_model, save_model  # noqa: F401 - public here too
 from .modules import CNN, MLP, SoftmaxRegression
 from .training import (
     DivergenceGuard,
+    EpochTable,
     EarlyStoppingCallback,
     OneCycleLRScheduler,
     PlateauStopping,
@@ -74,6 +75,8 @@ def _param_error(est, name, expected, got):
 
 class _MNISTClassifier(NeuralNetClassifier):
     """Shared machinery of the three estimators. Not public: use the subclasses."""
+
+    _mnist_estimator = True  # how tracking's sklearn glue knows ours without importing us
 
     # The keys of __init__ that configure the module, forwarded as module kwargs.
     _module_params = ()
@@ -229,8 +232,16 @@ class _MNISTClassifier(NeuralNetClassifier):
 
     def __sklearn_clone__(self):
         twin = super().__sklearn_clone__()
-        twin.tracking_context_ = tracking.capture_context()  # for fits in worker processes
+        if self.tracking is True:  # where its run goes, for a fit in another process or thread
+            twin.tracking_context_ = tracking.capture_context()
         return twin
+
+    def _tracked(self):
+        """Is this fit tracked? Its ``tracking`` flag, and the switch as it stood where it was
+        cloned (a worker's own environment may be stale), else this process's switch."""
+        context = getattr(self, "tracking_context_", None)
+        enabled = context.enabled if context is not None else tracking.is_enabled()
+        return enabled and self.tracking is True
 
     def _has_validation(self):
         return self.train_split is not None or _flag(self.validation_fraction)
@@ -332,6 +343,9 @@ class _MNISTClassifier(NeuralNetClassifier):
         if method_name == "on_batch_end":
             raise_if_interrupt_requested()  # SIGTERM in the CLI: stop here, cleanly
 
+    def on_train_error(self, net, error=None, **kwargs):
+        """Called when a fit raises, before the error propagates (skorch has no such event)."""
+
     def _callbacks_for(self, method_name):
         callbacks = self.callbacks_
         cache = self.__dict__.get("notify_cache_")
@@ -340,10 +354,12 @@ class _MNISTClassifier(NeuralNetClassifier):
             self.__dict__["notify_cache_"] = cache
         by_event = cache[1]
         if method_name not in by_event:
+            # An event skorch does not have (``on_train_error``) reaches the callbacks that
+            # define it.
             base = getattr(Callback, method_name, None)
             by_event[method_name] = [
                 cb for _, cb in callbacks
-                if base is None or getattr(type(cb), method_name, None) is not base]
+                if getattr(type(cb), method_name, None) not in (None, base)]
         return by_event[method_name]
 
     def _set_training(self, training=True):
@@ -396,10 +412,9 @@ class _MNISTClassifier(NeuralNetClassifier):
         self._validate_hyperparams()
         reset = not (self.warm_start and self.initialized_)
         Xt, yt = self._check_Xy(X, y, reset=reset)
-        with tracking.track_fit(self, X, y):
-            if reset:
-                self.initialize()
-            self._train(Xt, yt, **fit_params)
+        if reset:
+            self.initialize()
+        self._train(Xt, yt, X, y, **fit_params)
         return self
 
     def partial_fit(self, X, y, classes=None, **fit_params):
@@ -410,26 +425,31 @@ class _MNISTClassifier(NeuralNetClassifier):
         self._validate_hyperparams()
         first = not self.initialized_ or not hasattr(self, "n_features_in_")
         Xt, yt = self._check_Xy(X, y, reset=first, classes=classes)
-        with tracking.track_fit(self, X, y):
-            if first:
-                self.initialize()
-            self._train(Xt, yt, **fit_params)
+        if first:
+            self.initialize()
+        self._train(Xt, yt, X, y, **fit_params)
         return self
 
-    def _train(self, Xt, yt, **fit_params):
+    def _train(self, Xt, yt, X_raw, y_raw, **fit_params):
         # skorch's partial_fit, except that only a callback's StopTraining ends training quietly;
-        # a user's KeyboardInterrupt propagates (skorch swallows both).
+        # a user's KeyboardInterrupt propagates (skorch swallows both). skorch has no event for
+        # a failed fit: ``on_train_error(net, error)`` tells the callbacks that define it (the
+        # MLflow run ends FAILED or KILLED there), then the error propagates.
         self.augment_ = self._start_augment(Xt)
-        self.notify("on_train_begin", X=Xt, y=yt)
         _FITS_RUNNING[0] += 1
         try:
-            self.fit_loop(Xt, yt, **fit_params)
-        except StopTraining:
-            pass
+            self.notify("on_train_begin", X=Xt, y=yt, X_raw=X_raw, y_raw=y_raw)
+            try:
+                self.fit_loop(Xt, yt, **fit_params)
+            except StopTraining:
+                pass
+            self.notify("on_train_end", X=Xt, y=yt)
+        except BaseException as exc:
+            self.notify("on_train_error", error=exc)
+            raise
         finally:
             _FITS_RUNNING[0] -= 1
             del self.augment_  # holds a torch.Generator; only training uses it
-        self.notify("on_train_end", X=Xt, y=yt)
 
     def _start_augment(self, Xt):
         augment = self._make_augment()
@@ -495,11 +515,12 @@ class _MNISTClassifier(NeuralNetClassifier):
                 monitor=None, dirname=str(self.checkpoint_dir),
                 f_params="params_epoch{last_epoch[epoch]}.pt", f_optimizer=None,
                 f_criterion=None, f_history="history.json", load_best=False)))
-        if tracking.enabled_for(self):
-            callbacks.append(("mlflow", tracking.MlflowEpochLogger()))
+        if self._tracked():
+            callbacks.append(("mlflow", tracking.MlflowRunLogger(
+                context=getattr(self, "tracking_context_", None), options=self.tracking_options)))
             if (self.tracking_options or {}).get("figures") == "all":
                 callbacks.append(("weight_snapshots", tracking.WeightSnapshots()))
-        callbacks.append(("print_log", PrintLog()))
+        callbacks.append(("print_log", EpochTable()))
         return callbacks
 
     def _make_lr_scheduler(self):
@@ -782,47 +803,3 @@ ESTIMATORS = {
     "mlp": MLPClassifier,
     "cnn": CNNClassifier,
 }
-
-
-def save_model(model, path):
-    """Pickle a fitted estimator (or Pipeline) to ``path`` atomically; returns the path.
-
-    The bytes go to a temporary file beside ``path`` that is renamed only once complete, so an
-    interrupted save never leaves a truncated model that looks whole. cloudpickle (what MLflow
-    uses) also takes classes defined in a function or notebook; ``pickle.load`` reads the file.
-    """
-    import os
-    import tempfile
-    from pathlib import Path
-
-    import cloudpickle
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            cloudpickle.dump(model, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_model(path):
-    """Load a model saved by ``save_model``. Only load files you trust: this unpickles."""
-    import pickle
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Model file {path} does not exist.")
-    try:
-        with open(path, "rb") as f:
-            model = pickle.load(f)
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as exc:
-        raise ValueError(f"{path}: not a saved model ({type(exc).__name__}: {exc}).") from exc
-    if not hasattr(model, "predict"):
-        raise ValueError(f"{path}: holds a {type(model).__name__}, not a model with predict().")
-    return model

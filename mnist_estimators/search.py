@@ -12,15 +12,21 @@
   Hyperband pruner); pruned trials are recorded as PRUNED.
 - Storage: None (in memory), an RDB URL (``sqlite:///x.db``, ``postgresql://...``) or
   ``journal:PATH`` (a journal file for worker processes on one machine). A named study in a
-  persistent storage resumes where it stopped.
-- MLflow: the study is a parent run; each trial's fits are its children (the trial number is a
-  tag); the parent gets the best params and value, Optuna's plots, and the refit best model.
+  persistent storage resumes where it stopped, and several processes can work on it at once:
+  a new SQLite study is created under a file lock, each trial's sampler is seeded by the trial
+  number (so workers never draw the same parameters, and one worker is reproducible), and
+  the study stops when it holds ``n_trials`` finished trials, whoever ran them.
+- MLflow: the study is one parent run, whose id is kept in the study itself, so a resumed
+  study and every worker process use the same parent; each trial's fits are its children (the
+  trial number is a tag); the parent gets the best params and value, Optuna's plots, and the
+  refit best model.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -32,6 +38,8 @@ from sklearn.pipeline import Pipeline
 from . import tracking
 
 HISTORY_METRICS = ("valid_acc", "valid_loss", "train_loss")
+PARENT_ATTR = "mlflow_parent_run_id"
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 class PruningCallback(SkorchPruningCallback):
@@ -52,6 +60,15 @@ def make_storage(storage, heartbeat_interval=None):
         return storage
     if not isinstance(storage, str):
         raise ValueError(f"The 'storage' parameter must be None, a URL or an Optuna storage. Got {storage!r}.")
+    if storage.startswith("sqlite:///"):
+        # Optuna creates (and alembic-stamps) a new SQLite storage's tables on first open, with
+        # no lock: two workers starting at once on a fresh file crash. One at a time here.
+        from filelock import FileLock
+
+        path = Path(storage[len("sqlite:///"):].split("?")[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock", timeout=300):
+            return optuna.storages.RDBStorage(storage, **_heartbeat(heartbeat_interval))
     if storage.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
@@ -59,10 +76,37 @@ def make_storage(storage, heartbeat_interval=None):
     if "://" not in storage:
         raise ValueError(f"The 'storage' parameter must be an RDB URL (sqlite:///study.db, "
                          f"postgresql://...) or journal:PATH. Got {storage!r} instead.")
-    kwargs = {}
-    if heartbeat_interval:
-        kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": 2 * heartbeat_interval}
-    return optuna.storages.RDBStorage(storage, **kwargs)
+    return optuna.storages.RDBStorage(storage, **_heartbeat(heartbeat_interval))
+
+
+def _heartbeat(interval):
+    return {"heartbeat_interval": interval, "grace_period": 2 * interval} if interval else {}
+
+
+class TrialSeededTPESampler(optuna.samplers.TPESampler):
+    """TPE whose random state is re-seeded at each trial from ``seed + trial.number``.
+
+    A seeded TPESampler in each of several worker processes draws the same sequence, so two
+    workers of one study try identical parameters. Trial numbers are unique in a study, so
+    seeding by them keeps workers apart and keeps a single worker reproducible. Optuna has no
+    per-trial seed hook: this sets the two random states TPESampler keeps (``_rng`` and its
+    startup ``_random_sampler``), and falls back to a random reseed if they move.
+    """
+
+    def __init__(self, seed=0, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.base_seed = seed
+
+    def before_trial(self, study, trial):
+        super().before_trial(study, trial)
+        if self.base_seed is None:  # unseeded: each worker's own random state
+            return
+        seed = (int(self.base_seed) + 1_000_003 * trial.number) % (2**32)
+        try:
+            self._rng.rng.seed(seed)
+            self._random_sampler._rng.rng.seed(seed)
+        except AttributeError:
+            self.reseed_rng()
 
 
 def make_pruner(pruner):
@@ -140,7 +184,8 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
     study = optuna.create_study(
         storage=make_storage(storage, heartbeat_interval), study_name=study_name,
         direction=direction, load_if_exists=study_name is not None,
-        sampler=optuna.samplers.TPESampler(seed=seed), pruner=make_pruner(pruner))
+        sampler=TrialSeededTPESampler(seed=seed, constant_liar=storage is not None),
+        pruner=make_pruner(pruner))
 
     def objective(trial):
         params = suggest(trial, space)
@@ -151,11 +196,16 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
         if cv is None:  # per-epoch pruning on the validation split (CV folds are clones: none)
             step.set_params(callbacks=list(step.callbacks or [])
                             + [("pruning", PruningCallback(trial, metric))])
+        sampled = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in trial.params.items())
+        user_tags = (step.tracking_options or {}).get("tags") or {}
         step.set_params(
             tracking_options={**(step.tracking_options or {}), "log_model": False,
-                              "run_name": f"trial {trial.number}",
-                              "tags": {"optuna.trial": str(trial.number),
-                                       "optuna.study": study.study_name}})
+                              "figures": "none", "run_name": f"trial {trial.number} · {sampled}",
+                              "tags": {**user_tags, "optuna.trial": str(trial.number),
+                                       "optuna.study": study.study_name,
+                                       **{f"optuna.param.{k}": str(v)
+                                          for k, v in trial.params.items()}}})
         if cv is None:
             model.fit(X, y)
             values = step.history_[:, metric]
@@ -168,8 +218,18 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
             raise optuna.TrialPruned(f"non-finite score {value}")
         return value
 
-    with tracking.parent_run(study.study_name, tags={"optuna.study": study.study_name}) as parent:
-        done = len([t for t in study.trials if t.state.is_finished()])
+    callbacks = list(callbacks or [])
+    if study_name:
+        # A named study runs until it holds n_trials complete or pruned trials, whichever
+        # worker ran them (a failed trial, e.g. of a crashed worker, is not counted).
+        callbacks.insert(0, optuna.study.MaxTrialsCallback(n_trials, states=FINISHED))
+    with tracking.parent_run(study.study_name, tags={"optuna.study": study.study_name},
+                             run_id=study.user_attrs.get(PARENT_ATTR)) as parent:
+        if parent is not None and study.user_attrs.get(PARENT_ATTR) != parent.run_id:
+            # Kept in the study's own storage (optuna-integration keeps a trial's run id there
+            # too), so that a resumed study and every worker process log under one parent.
+            study.set_user_attr(PARENT_ATTR, parent.run_id)
+        done = len(study.get_trials(deepcopy=False, states=FINISHED))
         study.optimize(objective, n_trials=max(0, n_trials - done) if study_name else n_trials,
                        timeout=timeout, n_jobs=n_jobs, callbacks=callbacks,
                        catch=(FloatingPointError,))
@@ -177,7 +237,9 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
         best_model = None
         if refit:
             best_model = clone(estimator).set_params(**best.user_attrs["set_params"])
-            _final_step(best_model)[1].set_params(tracking_options={"run_name": "refit best"})
+            step = _final_step(best_model)[1]
+            step.set_params(tracking_options={**(step.tracking_options or {}),
+                                              "run_name": f"refit best (trial {best.number})"})
             best_model.fit(X, y)
         if parent is not None:
             _log_study(parent, study, best_model, X, register_as)
@@ -190,8 +252,10 @@ def _log_study(parent, study, best_model, X, register_as):
 
     client = parent.client
     best = study.best_trial
-    client.log_batch(parent.run_id, params=tracking._params(
-        {f"best.{k}": v for k, v in best.params.items()}))
+    from mlflow.entities import Param
+
+    client.log_batch(parent.run_id, params=[Param(f"best.{k}", str(v)[:1000])
+                                            for k, v in best.params.items()])
     client.log_metric(parent.run_id, "best_value", best.value)
     states = [t.state.name for t in study.trials]
     for state in ("COMPLETE", "PRUNED", "FAIL"):
@@ -211,6 +275,8 @@ def _log_study(parent, study, best_model, X, register_as):
             client.set_tag(parent.run_id, f"plot_skipped.{name}", str(exc)[:500])
             continue
         fig = (ax[0] if isinstance(ax, np.ndarray) else ax).figure
+        fig.set_size_inches(8, 5)
+        fig.tight_layout()  # Optuna's importances plot clips long parameter names otherwise
         client.log_figure(parent.run_id, fig, f"study/{name}")
     if best_model is not None:
         parent.log_model(best_model, X)

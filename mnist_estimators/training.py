@@ -15,11 +15,14 @@
 from __future__ import annotations
 
 import math
+import os
+import re
+import sys
 import threading
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback, EarlyStopping, LRScheduler
+from skorch.callbacks import Callback, EarlyStopping, LRScheduler, PrintLog
 from torch import nn
 from torch.nn import functional as F
 
@@ -570,3 +573,21 @@ def check_gradients(module, X, y, n_checks=20, eps=1e-5, random_state=0):
                 report.append({"param": name, "index": int(idx), "backprop": bp, "numerical": num,
                                "abs_diff": diff, "rel_diff": diff / max(abs(bp) + abs(num), 1e-12)})
     return report
+
+
+class EpochTable(PrintLog):
+    """skorch's per-epoch table (``verbose=1``), fit for a pipe or a log file.
+
+    skorch's ``PrintLog`` colours each column's best value with ANSI codes, which show as
+    garbage in piped output, and it prints the scheduler's ``event_lr`` beside our ``lr`` (the
+    same number twice). Colours are kept for a terminal only (and never with ``NO_COLOR``).
+    """
+
+    def __init__(self, keys_ignored=("event_lr",), **kwargs):
+        super().__init__(keys_ignored=list(keys_ignored), **kwargs)
+
+    def format_row(self, row, key, color):
+        text = super().format_row(row, key, color)
+        if isinstance(text, str) and (os.environ.get("NO_COLOR") or not sys.stdout.isatty()):
+            text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+        return text

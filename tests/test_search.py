@@ -67,7 +67,8 @@ def test_pruned_trials_are_recorded(store):
     assert pruned, [t.state.name for t in result.study.trials]
     runs = store.search_runs([store.get_run(result.run_id).info.experiment_id],
                              filter_string="tags.`optuna.pruned` LIKE '%pruned%'")
-    assert len(runs) == len(pruned) and all(r.info.status == "KILLED" for r in runs)
+    assert len(runs) == len(pruned) and all(r.info.status == "FINISHED" for r in runs)
+    assert all(r.info.run_name.endswith(" · pruned") for r in runs)
     assert store.get_run(result.run_id).data.metrics["n_trials_pruned"] == len(pruned)
 
 

@@ -92,8 +92,7 @@ def test_a_bare_fit_logs_params_metrics_tags_dataset_figures_and_model(store, tm
     assert str(folder.resolve()) in ds.dataset.source
     # figures
     figures = {a.path for a in store.list_artifacts(run.info.run_id, "figures")}
-    assert figures == {"figures/learning_curves.png", "figures/confusion_matrix.png",
-                       "figures/misclassified.png"}
+    assert figures == {"figures/confusion_matrix.png", "figures/misclassified.png"}
     # the model: same predictions for raw uint8 images
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     np.testing.assert_array_equal(model.predict(X_TEST), est.predict(X_TEST))
@@ -116,7 +115,8 @@ def test_a_pipeline_is_logged_whole(store):
 def test_figures_all_adds_weight_histograms_and_embedding(store):
     est = _fit(CNNClassifier, tracking_options={"figures": "all", "log_model": False})
     figures = {a.path for a in store.list_artifacts(est.last_run_id_, "figures")}
-    assert {"figures/weight_histograms.png", "figures/embedding.png"} <= figures
+    assert {"figures/weight_histograms.png", "figures/embedding.png",
+            "figures/learning_curves.png"} <= figures
     assert "model_uri" not in store.get_run(est.last_run_id_).data.tags  # log_model=False
 
 
@@ -222,13 +222,13 @@ def test_default_store_is_mlruns_sqlite_with_artifacts(tmp_path, monkeypatch):
     run = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").get_run(est.last_run_id_)
     assert mlflow.get_experiment(run.info.experiment_id).name == "mnist-estimators"
     assert run.info.artifact_uri.startswith((tmp_path / "mlruns" / "artifacts").as_uri())
-    assert any((tmp_path / "mlruns" / "artifacts").rglob("learning_curves.png"))
+    assert any((tmp_path / "mlruns" / "artifacts").rglob("confusion_matrix.png"))
 
 
 def test_bad_tracking_options_are_named(store):
     with pytest.raises(ValueError, match=r"Unknown key\(s\) \['colour'\] in MLPClassifier.tracking_options"):
         MLPClassifier(tracking_options={"colour": 1}).fit(X_TRAIN, Y_TRAIN)
-    with pytest.raises(ValueError, match=r"'figures'\] must be 'none', 'basic' or 'all'"):
+    with pytest.raises(ValueError, match=r"'figures'\] must be 'auto', 'none', 'basic' or 'all'"):
         MLPClassifier(tracking_options={"figures": "some"}).fit(X_TRAIN, Y_TRAIN)
 
 
@@ -238,17 +238,32 @@ def _closed_port():
         return s.getsockname()[1]
 
 
-def test_unreachable_backend_keeps_the_model(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+def test_a_tracking_uri_where_nothing_listens_costs_seconds_and_keeps_the_model(tmp_path):
+    # MLflow's own defaults (retries for minutes) are left as a user has them.
+    import time
+    import warnings
+
     mlflow.set_tracking_uri(f"http://127.0.0.1:{_closed_port()}")
     fallback = tmp_path / "kept"
-    with pytest.warns(RuntimeWarning, match="MLflow tracking failed while starting the run"):
+    start = time.perf_counter()
+    MLPClassifier(**FAST, tracking=False).fit(X_TRAIN, Y_TRAIN)
+    untracked = time.perf_counter() - start
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
         est = MLPClassifier(**FAST, tracking_options={"fallback_dir": str(fallback)}).fit(X_TRAIN, Y_TRAIN)
+        tracked = time.perf_counter() - start
+    assert tracked < untracked + 10  # the issue's bound: training time plus 10 s
+    ours = [w for w in caught if issubclass(w.category, tracking.TrackingWarning)]
+    assert len(ours) == 1, [str(w.message) for w in caught]  # one line, not one per call
+    assert "is not reachable" in str(ours[0].message) and str(fallback) in str(ours[0].message)
     assert est.score(X_TEST, Y_TEST) > 0.3  # trained all the same
     (saved,) = fallback.glob("MLPClassifier-*.pkl")
     np.testing.assert_array_equal(load_model(saved).predict(X_TEST), est.predict(X_TEST))
-    with pytest.raises(TrackingError, match="starting the run"):
+    (record,) = tracking.pending(fallback)
+    assert record[1]["status"] == "FINISHED" and record[1]["params"]["lr"] == "0.001"
+    assert [m[0] for m in record[1]["metrics"]].count("train_loss") == 2  # both epochs kept
+    with pytest.raises(TrackingError, match="opening the store"):
         MLPClassifier(**FAST, tracking_options={"on_error": "raise"}).fit(X_TRAIN, Y_TRAIN)
 
 
@@ -304,3 +319,145 @@ def test_cli_train_logs_a_run_and_says_where(tmp_path, monkeypatch, capsys):
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("mnist-estimators").experiment_id])
     assert run.info.status == "FINISHED" and run.data.params["data.source"] == "folder"
+
+
+# --------------------------------------------------------------------------- bad stores
+
+
+def _one_tracking_warning(caught):
+    ours = [str(w.message) for w in caught if issubclass(w.category, tracking.TrackingWarning)]
+    assert len(ours) == 1, ours
+    return ours[0]
+
+
+@pytest.mark.parametrize("where", ["mlruns is a file", "/proc"])
+def test_a_store_that_cannot_be_written_is_named_and_the_model_kept(tmp_path, monkeypatch, where):
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    if where == "/proc":  # not writable, even for root
+        mlflow.set_tracking_uri("sqlite:////proc/mnist-estimators/mlflow.db")
+        named = "/proc/mnist-estimators"
+    else:
+        mlflow.set_tracking_uri(None)
+        (tmp_path / "mlruns").write_text("not a folder")
+        named = str(tmp_path / "mlruns")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = MLPClassifier(**FAST).fit(X_TRAIN, Y_TRAIN)
+    message = _one_tracking_warning(caught)
+    assert named in message and "models/unlogged" in message
+    (saved,) = (tmp_path / "models" / "unlogged").glob("*.pkl")
+    np.testing.assert_array_equal(load_model(saved).predict(X_TEST), est.predict(X_TEST))
+    with pytest.raises(TrackingError, match=named):
+        MLPClassifier(**FAST, tracking_options={"on_error": "raise"}).fit(X_TRAIN, Y_TRAIN)
+
+
+def test_a_corrupt_store_is_named_and_never_overwritten(tmp_path, monkeypatch):
+    import warnings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    db = tmp_path / "mlruns" / "mlflow.db"
+    db.parent.mkdir()
+    junk = b"these bytes are not a database\n" * 100
+    db.write_bytes(junk)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = MLPClassifier(**FAST).fit(X_TRAIN, Y_TRAIN)
+    message = _one_tracking_warning(caught)
+    assert f"{db} is not an SQLite database" in message and "left untouched" in message
+    assert db.read_bytes() == junk
+    assert est.score(X_TEST, Y_TEST) > 0.3 and len(list((tmp_path / "models/unlogged").glob("*.pkl"))) == 1
+    # the user moves the junk aside: the next fit creates the store and uploads the kept model
+    db.rename(tmp_path / "junk.db")
+    second = MLPClassifier(**FAST).fit(X_TRAIN, Y_TRAIN)
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    runs = client.search_runs([client.get_experiment_by_name("mnist-estimators").experiment_id])
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert {r.info.run_id for r in runs} > {second.last_run_id_}
+    assert list((tmp_path / "models/unlogged").iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 6 MB filesystem (tmpfs), so that the disk can really fill; skipped where this
+    process may not mount one."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6M", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_disk_that_fills_mid_fit_keeps_the_model_in_memory_and_says_so(small_disk, monkeypatch):
+    import warnings
+
+    from skorch.callbacks import Callback
+
+    monkeypatch.chdir(small_disk)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(None)
+    MLPClassifier(**FAST, hidden_sizes=(16,)).fit(X_TRAIN, Y_TRAIN)  # the store exists, and works
+
+    class FillTheDisk(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            if len(net.history) == 1:
+                with open(small_disk / "filler", "wb") as f:
+                    try:
+                        while True:
+                            f.write(b"\0" * (1 << 16))
+                            f.flush()
+                    except OSError:
+                        pass
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = MLPClassifier(**{**FAST, "max_epochs": 3}, hidden_sizes=(16,), lr=0.01,
+                            callbacks=[FillTheDisk()]).fit(X_TRAIN, Y_TRAIN)
+    message = _one_tracking_warning(caught)
+    assert "only in memory" in message and ("No space left" in message or "full" in message)
+    assert len(est.history_) == 3 and est.score(X_TEST, Y_TEST) > 0.3  # trained, and here
+    assert not list((small_disk / "models").rglob("*.pkl"))  # nothing half-written left
+    (small_disk / "filler").unlink()
+    # the next fit, with room again, ends the run that could not be ended: FAILED, saying why
+    MLPClassifier(**FAST, hidden_sizes=(16,), tracking_options={"log_model": False}).fit(X_TRAIN, Y_TRAIN)
+    run = mlflow.MlflowClient(f"sqlite:///{small_disk}/mlruns/mlflow.db").get_run(est.last_run_id_)
+    assert run.info.status == "FAILED" and "the fitted model was not logged" in run.data.tags["error"]
+    # with room again, the user saves the model from memory
+    from mnist_estimators.persistence import save_model
+
+    np.testing.assert_array_equal(load_model(save_model(est, small_disk / "m.pkl")).predict(X_TEST),
+                                  est.predict(X_TEST))
+
+
+def test_runs_upload_logs_models_kept_while_the_store_was_down(tmp_path, monkeypatch, capsys):
+    from mnist_estimators.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{_closed_port()}")
+    with pytest.warns(tracking.TrackingWarning, match="runs upload"):
+        est = MLPClassifier(**FAST).fit(X_TRAIN, Y_TRAIN)
+    assert len(tracking.pending("models/unlogged")) == 1
+    store_uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    assert main(["runs", "upload", "models/unlogged", "--tracking-uri", store_uri]) == 0
+    out = capsys.readouterr().out
+    assert "1 uploaded, 0 left in models/unlogged" in out
+    client = mlflow.MlflowClient(store_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("mnist-estimators").experiment_id])
+    assert f"uploaded run {run.info.run_id}" in out
+    assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.001"
+    assert run.data.tags["mlflow.runName"].startswith("mlp 256-128")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_acc")] == [1, 2]
+    mlflow.set_tracking_uri(store_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    np.testing.assert_array_equal(model.predict(X_TEST), est.predict(X_TEST))
+    assert list((tmp_path / "models" / "unlogged").iterdir()) == []
+    assert main(["runs", "upload", "nowhere"]) == 2  # a clear error, not a traceback
+    assert "nowhere is not a folder" in capsys.readouterr().err

@@ -1,0 +1,83 @@
+"""MLflow tracking of every fit.
+
+Each ``fit`` of an estimator is one MLflow run, owned by its ``MlflowRunLogger`` callback:
+parameters, tags (host and process too), the training data (``mlflow.data`` + ``log_input``)
+at the first epoch; the metrics of each epoch in one batch; at the end the summary metrics,
+figures, the model (the whole ``Pipeline`` when the estimator is its last step), a description,
+and the status. **The run is complete when ``fit`` returns**: FINISHED, FAILED (the fit raised)
+or KILLED (Ctrl-C or SIGTERM; the last finished epoch's model is logged).
+
+Which run a fit uses:
+
+- a run is active in this thread (the user's, a ``parent_run``): a child of it;
+- the estimator was cloned while one was (a search with ``n_jobs=2`` ships clones to loky or
+  Dask workers): a child of that run, through the clone's picklable ``RunContext``;
+- otherwise a run of its own, in experiment "mnist-estimators".
+
+Where runs go: ``MLFLOW_TRACKING_URI`` (or ``mlflow.set_tracking_uri``) when set, else
+``./mlruns/`` (``mlflow.db`` SQLite + ``artifacts/``). The first open of a SQLite store in a
+process happens under a file lock (creation and migration are safe with any number of
+processes), and reaps the RUNNING runs of processes on this host that died.
+
+When the store fails (unwritable, unreachable server, full disk), training goes on, one
+warning says what failed, and the model, metrics and params are kept in ``fallback_dir``;
+``mnist-estimators runs upload`` (or ``upload()``) logs them later. ``tracking_options=
+{"on_error": "raise"}`` makes failures fatal instead. Turning it off: ``tracking=False``, or
+``set_tracking(False)`` / ``MNIST_ESTIMATORS_TRACKING=0``: then no MLflow call at all.
+"""
+
+from __future__ import annotations
+
+from .artifacts import pending, upload
+from .callbacks import MlflowRunLogger, WeightSnapshots
+from .context import (
+    DEFAULT_EXPERIMENT,
+    DEFAULT_OPTIONS,
+    ENV_SWITCH,
+    RunContext,
+    TrackingError,
+    capture_context,
+    is_enabled,
+    resolve_options,
+    set_tracking,
+)
+from .report import TrackingWarning
+from .sklearn import ParentRun, autolog, parent_run
+from .store import open_store, reap, resolve_uri
+
+__all__ = [
+    "DEFAULT_EXPERIMENT", "DEFAULT_OPTIONS", "ENV_SWITCH", "MlflowRunLogger", "ParentRun",
+    "RunContext", "TrackingError", "TrackingWarning", "WeightSnapshots", "autolog",
+    "capture_context", "flush", "is_enabled", "log_value", "open_store", "parent_run",
+    "pending", "reap", "register", "resolve_options", "resolve_uri", "set_tracking", "upload",
+]
+
+
+def flush():
+    """Kept for code written against earlier releases: a fit's run is complete when ``fit``
+    returns, so there is nothing to wait for except MLflow's own asynchronous logging, if the
+    user turned it on."""
+    import mlflow
+    from mlflow.environment_variables import MLFLOW_ENABLE_ASYNC_LOGGING
+
+    if MLFLOW_ENABLE_ASYNC_LOGGING.get():
+        mlflow.flush_async_logging()
+
+
+def log_value(run_id, key, value):
+    """Log one more metric on a finished fit's run (a test score, an Optuna value)."""
+    client = open_store(*resolve_uri())
+    from .store import call
+
+    call(client.log_metric, run_id, key, float(value))
+
+
+def register(run_id, name, alias=None):
+    """Register the model logged by run ``run_id`` under ``name``; optionally point ``alias`` at
+    the new version. Returns the ``ModelVersion``; load it with ``models:/NAME@ALIAS``."""
+    import mlflow
+
+    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    if alias:
+        mlflow.MlflowClient().set_registered_model_alias(name, alias, version.version)
+    return version

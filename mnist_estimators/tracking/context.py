@@ -1,0 +1,106 @@
+"""What crosses process boundaries: the switch, the options, and a small picklable run context.
+
+A search clones estimators in the main process and fits the clones elsewhere (loky workers, Dask
+workers, Optuna threads). MLflow's active run is per thread and per process, so the clone
+carries a ``RunContext`` instead: where runs go, in which experiment, under which parent.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+ENV_SWITCH = "MNIST_ESTIMATORS_TRACKING"
+DEFAULT_EXPERIMENT = "mnist-estimators"
+DEFAULT_OPTIONS = {
+    "experiment": None,       # experiment name; default: the active/env one, else "mnist-estimators"
+    "run_name": None,         # default: what is distinctive in the fit (module, optimizer, lr, ...)
+    "tags": None,             # extra tags for the run (dict)
+    "log_model": "auto",      # True, False, or "auto": yes, except in search/CV fold fits
+    "figures": "auto",        # "none", "basic", "all", or "auto": "basic", "none" in fold fits
+    "embedding": "pca",       # "pca" or "tsne", for the "all" figures' activation embedding
+    "register_as": None,      # register the logged model under this name
+    "on_error": "warn",       # "warn": keep training, save the model locally; "raise": fail
+    "fallback_dir": "models/unlogged",
+    "system_metrics": False,  # MLflow's system metrics (CPU, memory) in the run's System tab
+}
+
+_enabled = None
+
+
+class TrackingError(RuntimeError):
+    """MLflow logging failed and ``on_error="raise"`` was asked for, or a store is unusable."""
+
+
+def set_tracking(enabled):
+    """Turn MLflow tracking on or off for every estimator in this process.
+
+    ``None`` goes back to the ``MNIST_ESTIMATORS_TRACKING`` environment variable (default on).
+    """
+    global _enabled
+    _enabled = None if enabled is None else bool(enabled)
+
+
+def is_enabled():
+    if _enabled is not None:
+        return _enabled
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def resolve_options(options, owner="tracking_options"):
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise ValueError(f"Unknown key(s) {unknown} in {owner}; valid keys: {sorted(DEFAULT_OPTIONS)}.")
+    merged = {**DEFAULT_OPTIONS, **options}
+    if merged["figures"] not in ("auto", "none", "basic", "all"):
+        raise ValueError(f"{owner}['figures'] must be 'auto', 'none', 'basic' or 'all'. "
+                         f"Got {merged['figures']!r}.")
+    if merged["log_model"] not in ("auto", True, False):
+        raise ValueError(f"{owner}['log_model'] must be True, False or 'auto'. "
+                         f"Got {merged['log_model']!r}.")
+    if merged["on_error"] not in ("warn", "raise"):
+        raise ValueError(f"{owner}['on_error'] must be 'warn' or 'raise'. Got {merged['on_error']!r}.")
+    return merged
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where a fit's run goes, decided in the process that cloned the estimator.
+
+    Picklable and small: it travels with a clone to loky, Dask and Optuna workers, whose own
+    environment (cwd, env vars, active run) may differ from the process that started the search.
+    """
+
+    enabled: bool = True
+    tracking_uri: str | None = None
+    artifact_root: str | None = None
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    data_source: dict | None = None  # where a search's X came from (folds lose the link)
+
+    def replace(self, **changes):
+        return replace(self, **changes)
+
+
+def capture_context():
+    """The run context of this process now: tracking on or off, the store, and the parent run
+    (the active MLflow run, or an open ``parent_run``), for a clone fitted elsewhere.
+
+    Opening the store here also creates and migrates it once, in the parent, before any worker
+    process can race to do it.
+    """
+    if not is_enabled():
+        return RunContext(enabled=False)
+    from . import sklearn as glue
+    from . import store
+
+    parent = glue.current_parent()
+    if parent is not None:
+        return parent
+    try:
+        uri, artifact_root = store.resolve_uri()
+        store.open_store(uri, artifact_root)
+    except Exception:  # noqa: BLE001 - the fit itself will report an unusable store, once
+        return RunContext(enabled=True)
+    return RunContext(enabled=True, tracking_uri=uri, artifact_root=artifact_root)

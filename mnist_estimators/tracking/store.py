@@ -1,0 +1,299 @@
+"""The MLflow store: where it is, opening it safely from many processes, and reaping dead runs.
+
+MLflow 3.17's ``SqlAlchemyStore`` creates and migrates a new SQLite database on first open with
+no lock (its tracking store calls ``_initialize_tables`` directly; only its jobs and workspace
+stores take ``_safe_initialize_tables``' lock, and 3.18 is the same). Two processes that open a
+fresh store at once both run alembic, and the store can be left broken for good ("table
+_alembic_tmp_tags already exists"). So the first open of a SQLite store in a process happens
+under a file lock beside the database, and switches it to WAL (readers never block the writer).
+MLflow sets a 20 s busy timeout on each session; ``call`` retries what still fails with
+"database is locked", with backoff.
+
+A remote store (``http://``) is checked with a short timeout before a fit uses it, and every
+call is made with short HTTP timeouts and no retries (MLflow's defaults retry for minutes): a
+tracking server that is down costs a fit seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .context import DEFAULT_EXPERIMENT, TrackingError
+
+HTTP_TIMEOUT_S = 5          # per request to a tracking server, during a fit
+REACH_TIMEOUT_S = 2         # the check before a fit
+LOCK_TIMEOUT_S = 300        # waiting for another process to create or migrate the store
+LOCKED_RETRIES = 8          # "database is locked" after MLflow's own 20 s busy timeout
+
+_opened = {}                # uri -> MlflowClient, once per process
+_opened_lock = threading.Lock()
+_http_env_lock = threading.Lock()
+
+
+def resolve_uri():
+    """(tracking URI, artifact root) for this process: the URI the user set
+    (``MLFLOW_TRACKING_URI`` or ``mlflow.set_tracking_uri``), whose artifact root their store
+    decides (None), else ``./mlruns/mlflow.db`` with artifacts in ``./mlruns/artifacts``."""
+    import mlflow
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    if os.environ.get("MLFLOW_TRACKING_URI") or is_tracking_uri_set():
+        return mlflow.get_tracking_uri(), None
+    root = Path("mlruns").resolve()
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return uri, (root / "artifacts").as_uri()
+
+
+def sqlite_path(uri):
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if uri and uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):].split("?")[0])
+    return None
+
+
+def is_remote(uri):
+    return bool(uri) and uri.startswith(("http://", "https://"))
+
+
+@contextlib.contextmanager
+def quiet_mlflow():
+    """MLflow and alembic say "Creating initial MLflow database tables..." and "Updating
+    database tables" at INFO on a new store: not the user's concern."""
+    loggers = [logging.getLogger(n) for n in ("mlflow.store.db.utils", "alembic.runtime.migration",
+                                              "alembic", "mlflow.store.tracking.sqlalchemy_store")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def open_store(uri, artifact_root=None):
+    """An ``MlflowClient`` on ``uri``; the first call in a process creates or migrates a SQLite
+    store under a cross-process lock, turns on WAL, and reaps runs of dead processes.
+
+    Raises ``TrackingError`` naming the problem: a folder that cannot be written, a file that
+    is not a database (never overwritten), a server that does not answer.
+    """
+    with _opened_lock:
+        client = _opened.get(uri)
+    if client is not None:
+        return client
+    import mlflow
+
+    path = sqlite_path(uri)
+    if path is not None:
+        client = _open_sqlite(uri, path)
+    else:
+        if is_remote(uri):
+            check_reachable(uri)
+        client = mlflow.MlflowClient(uri)
+    with _opened_lock:
+        _opened[uri] = client
+    try:
+        reap(client)
+    except Exception:  # noqa: BLE001 - reaping is housekeeping; a fit must not fail over it
+        pass
+    return client
+
+
+def _open_sqlite(uri, path):
+    import mlflow
+    from filelock import FileLock, Timeout
+
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(f"cannot create the MLflow store folder {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TrackingError(f"the MLflow store folder {folder} is not writable; set "
+                            "MLFLOW_TRACKING_URI to a store you can write to")
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise TrackingError(f"{path} is not an SQLite database (corrupt, or another "
+                                    "kind of file); it was left untouched. Move it aside or "
+                                    "point MLFLOW_TRACKING_URI at another store.")
+    lock = FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S)
+    try:
+        with lock, quiet_mlflow():
+            client = mlflow.MlflowClient(uri)
+            try:
+                # Both stores create their tables on first use: the tracking store now, the
+                # model registry store here, each under the lock.
+                client._tracking_client.store
+                client._get_registry_client().store
+            except Exception as exc:
+                raise TrackingError(f"cannot open the MLflow store {path}: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+            _enable_wal(path)
+    except Timeout:
+        raise TrackingError(f"waited {LOCK_TIMEOUT_S} s for another process to create the MLflow "
+                            f"store {path} (lock {lock.lock_file})") from None
+    return client
+
+
+def _enable_wal(path):
+    # WAL is a property of the database file: set once, every later connection uses it.
+    con = sqlite3.connect(str(path), timeout=30)
+    try:
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
+def check_reachable(uri, timeout=REACH_TIMEOUT_S):
+    """Raise ``TrackingError`` unless the tracking server at ``uri`` answers within
+    ``timeout`` seconds."""
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            raise TrackingError(f"the MLflow tracking server {uri} answered {resp.status}")
+    except (urllib.error.URLError, OSError, socket.timeout) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"the MLflow tracking server {uri} is not reachable ({reason})") from None
+
+
+@contextlib.contextmanager
+def http_limits():
+    """Short HTTP timeouts and no retries for MLflow's REST calls made inside (MLflow reads
+    them from the environment at each request and has no per-client setting). Values the user
+    set win."""
+    names = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(HTTP_TIMEOUT_S), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    with _http_env_lock:
+        added = [n for n in names if n not in os.environ]
+        for n in added:
+            os.environ[n] = names[n]
+    try:
+        yield
+    finally:
+        with _http_env_lock:
+            for n in added:
+                os.environ.pop(n, None)
+
+
+def call(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with short HTTP limits, retried with backoff while SQLite says
+    "database is locked" (many processes writing one store)."""
+    for attempt in range(LOCKED_RETRIES + 1):
+        try:
+            with http_limits():
+                return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            if attempt == LOCKED_RETRIES or "database is locked" not in str(exc):
+                raise
+            time.sleep(min(5.0, 0.05 * 2 ** attempt) * (1 + random.random()))
+
+
+def experiment_id(client, name, artifact_root=None):
+    """The id of experiment ``name``, created if missing (another process may create it at the
+    same moment: then its id)."""
+    from mlflow.exceptions import MlflowException
+
+    exp = call(client.get_experiment_by_name, name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        # The kind tag makes the MLflow UI open on the runs table, not its GenAI overview.
+        return call(client.create_experiment, name, artifact_location=artifact_root,
+                    tags={"mlflow.experimentKind": "custom_model_development"})
+    except MlflowException:
+        exp = call(client.get_experiment_by_name, name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def default_experiment_name():
+    import mlflow
+
+    if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        return os.environ["MLFLOW_EXPERIMENT_NAME"]
+    active = mlflow.tracking.fluent._active_experiment_id or os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if active:
+        return mlflow.MlflowClient().get_experiment(active).name
+    return DEFAULT_EXPERIMENT
+
+
+# --------------------------------------------------------------------------- crash recovery
+
+HOST_TAG, PID_TAG, START_TAG = "mnist_estimators.host", "mnist_estimators.pid", "mnist_estimators.pid_start"
+
+
+def _process_start(pid):
+    """The start time of process ``pid`` in clock ticks since boot (Linux), else None: with the
+    pid it names one process, even once the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def process_tags():
+    """Tags that name this process, for reaping its runs if it dies."""
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+    start = _process_start(os.getpid())
+    if start is not None:
+        tags[START_TAG] = start
+    return tags
+
+
+def _alive(pid, start):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return start is None or _process_start(pid) in (None, start)
+
+
+def reap(client):
+    """Mark KILLED the RUNNING runs started on this host by processes that are gone (killed,
+    crashed, out of memory), with their end time at their last logged metric. Returns their ids.
+    """
+    from mlflow.entities import ViewType
+
+    host = socket.gethostname()
+    exps = [e.experiment_id for e in call(client.search_experiments, view_type=ViewType.ALL)]
+    reaped = []
+    for i in range(0, len(exps), 100):
+        runs = call(client.search_runs, exps[i:i + 100], max_results=1000,
+                    filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'")
+        for run in runs:
+            tags = run.data.tags
+            try:
+                pid = int(tags[PID_TAG])
+            except (KeyError, ValueError):
+                continue
+            if _alive(pid, tags.get(START_TAG)):
+                continue
+            stamps = [m.timestamp for m in run.data._metric_objs] + [run.info.start_time or 0]
+            call(client.set_tag, run.info.run_id, "mnist_estimators.reaped",
+                 f"process {pid} on {host} ended without finishing this run")
+            call(client.set_terminated, run.info.run_id, "KILLED", end_time=max(stamps))
+            reaped.append(run.info.run_id)
+    if reaped:
+        from .report import say
+
+        say(f"marked {len(reaped)} run(s) KILLED whose process had died: {', '.join(reaped)}")
+    return reaped
