@@ -283,7 +283,10 @@ def cmd_runs(args):
     uri, artifacts = resolve_uri()
     try:
         if args.action == "reap":
-            reaped = reap(open_store(uri, artifacts))
+            from .tracking.store import reaped_at_open
+
+            client = open_store(uri, artifacts)  # the first open reaps already
+            reaped = reaped_at_open.get(uri, []) + reap(client)
             print(f"{len(reaped)} run(s) of dead processes marked KILLED in {uri}")
             return 0
         if not Path(args.folder).is_dir():

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,11 +225,7 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
         # worker ran them (a failed trial, e.g. of a crashed worker, is not counted).
         callbacks.insert(0, optuna.study.MaxTrialsCallback(n_trials, states=FINISHED))
     with tracking.parent_run(study.study_name, tags={"optuna.study": study.study_name},
-                             run_id=study.user_attrs.get(PARENT_ATTR)) as parent:
-        if parent is not None and study.user_attrs.get(PARENT_ATTR) != parent.run_id:
-            # Kept in the study's own storage (optuna-integration keeps a trial's run id there
-            # too), so that a resumed study and every worker process log under one parent.
-            study.set_user_attr(PARENT_ATTR, parent.run_id)
+                             run_id=_study_parent(study, storage)) as parent:
         done = len(study.get_trials(deepcopy=False, states=FINISHED))
         study.optimize(objective, n_trials=max(0, n_trials - done) if study_name else n_trials,
                        timeout=timeout, n_jobs=n_jobs, callbacks=callbacks,
@@ -247,15 +244,40 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
                       parent.run_id if parent is not None else None)
 
 
+def _study_parent(study, storage):
+    """The MLflow parent run of ``study``, created once: its id is kept in the study's own
+    storage (optuna-integration keeps a trial's run id there too), so that a resumed study and
+    every worker process log under one parent. Workers of a study in a local file (SQLite,
+    journal) create it under a file lock beside that file, so two starting together do not make
+    two parents; on a server database (PostgreSQL) that race remains, rare and harmless (a
+    second parent holding that worker's trials)."""
+    if not tracking.is_enabled():
+        return None
+    lock = contextlib.nullcontext()
+    if isinstance(storage, str) and storage.startswith(("sqlite:///", "journal:")):
+        from filelock import FileLock
+
+        path = storage[len("sqlite:///"):] if storage.startswith("sqlite") else storage[8:]
+        lock = FileLock(path.split("?")[0] + ".parent.lock", timeout=300)
+    with lock:
+        run_id = study.user_attrs.get(PARENT_ATTR)
+        if run_id is None:
+            run_id = tracking.new_parent_run(study.study_name, tags={"optuna.study": study.study_name})
+            if run_id is not None:
+                study.set_user_attr(PARENT_ATTR, run_id)
+    return run_id
+
+
 def _log_study(parent, study, best_model, X, register_as):
     from optuna.visualization import matplotlib as ovm
 
     client = parent.client
     best = study.best_trial
-    from mlflow.entities import Param
-
-    client.log_batch(parent.run_id, params=[Param(f"best.{k}", str(v)[:1000])
-                                            for k, v in best.params.items()])
+    # Tags, not params: every worker of the study logs its summary on the one parent as it
+    # finishes, and MLflow params cannot change once logged, while the best trial can.
+    for k, v in best.params.items():
+        client.set_tag(parent.run_id, f"best.{k}", str(v)[:5000])
+    client.set_tag(parent.run_id, "best.trial", str(best.number))
     client.log_metric(parent.run_id, "best_value", best.value)
     states = [t.state.name for t in study.trials]
     for state in ("COMPLETE", "PRUNED", "FAIL"):

@@ -41,7 +41,7 @@ def test_study_logs_parent_trials_and_refit(store):
     assert result.best_value == max(t.value for t in trials)
     parent = store.get_run(result.run_id)
     assert parent.data.metrics["best_value"] == pytest.approx(result.best_value)
-    assert parent.data.params["best.optimizer"] == result.best_params["optimizer"]
+    assert parent.data.tags["best.optimizer"] == result.best_params["optimizer"]
     assert {a.path for a in store.list_artifacts(result.run_id, "study")} >= {
         "study/optimization_history.png", "study/parallel_coordinate.png", "study/param_importances.png"}
     children = store.search_runs([parent.info.experiment_id],

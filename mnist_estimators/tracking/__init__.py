@@ -42,13 +42,13 @@ from .context import (
     set_tracking,
 )
 from .report import TrackingWarning
-from .sklearn import ParentRun, autolog, parent_run
+from .sklearn import ParentRun, autolog, new_parent_run, parent_run
 from .store import open_store, reap, resolve_uri
 
 __all__ = [
     "DEFAULT_EXPERIMENT", "DEFAULT_OPTIONS", "ENV_SWITCH", "MlflowRunLogger", "ParentRun",
     "RunContext", "TrackingError", "TrackingWarning", "WeightSnapshots", "autolog",
-    "capture_context", "flush", "is_enabled", "log_value", "open_store", "parent_run",
+    "capture_context", "flush", "is_enabled", "log_value", "new_parent_run", "open_store", "parent_run",
     "pending", "reap", "register", "resolve_options", "resolve_uri", "set_tracking", "upload",
 ]
 

@@ -309,7 +309,8 @@ def run_name(net, position):
     tried = " ".join(f"{k.split('__', 1)[-1] if k.count('__') == 1 else k}={_short(v)}"
                      for k, v in (values or {}).items())
     if "fold" in position:
-        return f"{tried or describe(net)} · fold {position['fold']}"
+        fold = position["fold"]
+        return f"{tried or describe(net)} · " + (f"fold {fold}" if fold[0].isdigit() else "cv fold")
     if "refit" in position:
         return f"refit · {tried or describe(net)}"
     return describe(net)

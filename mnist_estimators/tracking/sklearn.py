@@ -90,6 +90,21 @@ def parent_run(run_name=None, experiment=None, tags=None, run_id=None, data_sour
             store.call(client.set_terminated, run.info.run_id, status)
 
 
+def new_parent_run(run_name=None, experiment=None, tags=None):
+    """Create a parent run without entering it (``parent_run(run_id=...)`` enters it later, in
+    this or another process); its id, or None when tracking is off or the store fails."""
+    if not is_enabled():
+        return None
+    try:
+        uri, root = store.resolve_uri()
+        client = store.open_store(uri, root)
+        return _start_parent(client, root, run_name, experiment, tags, None).info.run_id
+    except Exception as exc:  # noqa: BLE001 - parent_run says it again, once, if it fails too
+        warn(f"MLflow tracking failed while creating the parent run '{run_name}' "
+             f"({type(exc).__name__}: {exc})", exc)
+        return None
+
+
 def _start_parent(client, root, run_name, experiment, tags, run_id):
     from mlflow.exceptions import MlflowException
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
@@ -264,9 +279,8 @@ def search_position():
         code, local = frame.f_code, frame.f_locals
         if code.co_name == "_fit_and_score":
             split, cand = local.get("split_progress"), local.get("candidate_progress")
-            out = {}
-            if split:
-                out["fold"] = f"{split[0] + 1}/{split[1]}"
+            # cross_validate passes no progress: a fold all the same, number unknown
+            out = {"fold": f"{split[0] + 1}/{split[1]}" if split else "of cross_validate"}
             if cand:
                 out["candidate"] = f"{cand[0] + 1}/{cand[1]}"
             elif split:

@@ -105,10 +105,13 @@ def open_store(uri, artifact_root=None):
     with _opened_lock:
         _opened[uri] = client
     try:
-        reap(client)
+        reaped_at_open[uri] = reap(client)
     except Exception:  # noqa: BLE001 - reaping is housekeeping; a fit must not fail over it
         pass
     return client
+
+
+reaped_at_open = {}         # uri -> run ids this process reaped when it first opened the store
 
 
 def _open_sqlite(uri, path):

@@ -1,0 +1,470 @@
+"""MLflow tracking across real processes: fresh stores opened by many processes at once, loky
+workers, SIGKILL and SIGTERM mid-fit, short-lived scripts, concurrent `mnist-estimators tune`
+workers on one study, and tracking failures inside worker processes.
+
+No mocks: every test starts child Python processes (``sys.executable``) in a fresh folder, with
+the default store (``./mlruns/mlflow.db``), then inspects that store from here.
+"""
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.entities import ViewType
+
+from conftest import X_TEST, X_TRAIN, Y_TRAIN, write_idx
+
+pytestmark = pytest.mark.tracking
+
+PY = sys.executable
+
+# What every child script starts with: a fixed random subset of the bundled sample (sorted by
+# class, so its first rows are all zeros) holding all ten digits.
+PRELUDE = textwrap.dedent("""\
+    import json, os, sys, time
+    import numpy as np
+    from mnist_estimators import load_sample
+    X, y = load_sample()
+    _idx = np.random.default_rng(0).permutation(len(X))[:{n}]
+    X, y = X[_idx], y[_idx]
+    assert len(np.unique(y)) == 10
+""")
+
+# A callback that makes each epoch last a while, so a fit can be killed mid-way.
+SLOW = textwrap.dedent("""\
+    from skorch.callbacks import Callback
+
+    class Slow(Callback):
+        def on_epoch_end(self, net, **kwargs):
+            time.sleep(0.3)
+""")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def child_env(**extra):
+    env = dict(os.environ)
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+        env.pop(name, None)
+    env["MNIST_ESTIMATORS_TRACKING"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["OMP_NUM_THREADS"] = "1"  # many children share few cores: no torch oversubscription
+    env.update(extra)
+    return env
+
+
+def script(folder, body, n=300, name="child.py"):
+    path = Path(folder) / name
+    path.write_text(PRELUDE.format(n=n) + textwrap.dedent(body))
+    return path
+
+
+def run(args, cwd, timeout, env=None):
+    """Run a child to its end; returns the CompletedProcess (text stdout and stderr)."""
+    return subprocess.run(args, cwd=cwd, env=env or child_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start(args, cwd, name, env=None):
+    """Start a child whose stdout and stderr go to files NAME.out / NAME.err in ``cwd``."""
+    out = open(Path(cwd) / f"{name}.out", "w")
+    err = open(Path(cwd) / f"{name}.err", "w")
+    proc = subprocess.Popen(args, cwd=cwd, env=env or child_env(), stdout=out, stderr=err,
+                            text=True)
+    out.close()
+    err.close()
+    proc.name = name
+    return proc
+
+
+def outputs(proc, cwd):
+    return ((Path(cwd) / f"{proc.name}.out").read_text(),
+            (Path(cwd) / f"{proc.name}.err").read_text())
+
+
+def wait_all(procs, timeout):
+    deadline = time.monotonic() + timeout
+    try:
+        for p in procs:
+            p.wait(timeout=max(1, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def assert_clean(stderr):
+    """Nothing on stderr that says something went wrong underneath."""
+    assert "Traceback" not in stderr, stderr
+    assert "alembic" not in stderr.lower(), stderr
+    assert "database is locked" not in stderr, stderr
+
+
+def store_db(folder):
+    return Path(folder) / "mlruns" / "mlflow.db"
+
+
+def client_for(folder):
+    """A client on the folder's store, which also becomes this process's tracking URI (for
+    ``runs:/`` model URIs); the conftest fixture resets it after the test."""
+    uri = f"sqlite:///{store_db(folder)}"
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def all_runs(client):
+    exps = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    return client.search_runs(exps, max_results=1000, run_view_type=ViewType.ALL)
+
+
+def unlogged(folder):
+    path = Path(folder) / "models" / "unlogged"
+    return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
+
+
+def wait_for_a_run_with_metrics(folder, proc, timeout=120):
+    """Poll the child's store with plain sqlite3 (never MLflow, which could race the child into
+    creating the tables) until a RUNNING run has a logged metric; returns its id."""
+    db = store_db(folder)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.communicate()[1] if proc.stderr else ""
+            pytest.fail(f"the child ended (rc {proc.returncode}) before a run had metrics:\n{err}")
+        if db.is_file() and db.stat().st_size:
+            con = sqlite3.connect(str(db), timeout=10)
+            try:
+                rows = con.execute(
+                    "SELECT r.run_uuid FROM runs r WHERE r.status = 'RUNNING' AND EXISTS "
+                    "(SELECT 1 FROM metrics m WHERE m.run_uuid = r.run_uuid)").fetchall()
+            except sqlite3.OperationalError:  # tables not created yet
+                rows = []
+            finally:
+                con.close()
+            if rows:
+                return rows[0][0]
+        time.sleep(0.2)
+    pytest.fail(f"no RUNNING run with metrics in {db} after {timeout} s")
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- 1. fresh store + loky
+
+
+CV_CHILD = """
+from sklearn.model_selection import cross_validate
+from mnist_estimators import CNNClassifier
+
+est = CNNClassifier(max_epochs=1, channels=(4, 8), hidden_sizes=(16,), batch_size=64,
+                    random_state=0, tracking_options={options})
+res = cross_validate(est, X, y, cv=3, n_jobs=2)
+print(json.dumps({{"scores": res["test_score"].tolist(), "pid": os.getpid()}}))
+"""
+
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("case", [f"fresh-{i}" for i in range(4)] + ["fresh-4-log_model"])
+def test_a_fresh_store_first_used_by_cross_validate_with_two_workers(tmp_path, case):
+    log_model = case.endswith("log_model")
+    path = script(tmp_path, CV_CHILD.format(options={"log_model": True} if log_model else None))
+    proc = run([PY, str(path)], tmp_path, timeout=200)
+    assert proc.returncode == 0, proc.stderr
+    assert_clean(proc.stderr)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(result["scores"]) == 3 and all(0.0 <= s <= 1.0 for s in result["scores"])
+
+    client = client_for(tmp_path)
+    runs = all_runs(client)
+    assert len(runs) == 3, [(r.info.run_id, r.info.status) for r in runs]
+    assert [r.info.status for r in runs] == ["FINISHED"] * 3
+    assert all(r.data.params["data.shape"] == "(200, 784)" for r in runs)  # a fold's 2/3
+    assert all(r.data.metrics["n_epochs"] == 1 for r in runs)
+    # the fits ran in the loky workers, not in the child itself
+    assert str(result["pid"]) not in {r.data.tags["mnist_estimators.pid"] for r in runs}
+    assert unlogged(tmp_path) == []
+    if log_model:
+        for r in runs:
+            assert r.data.tags["model_uri"] == f"runs:/{r.info.run_id}/model"
+            model = mlflow.pyfunc.load_model(f"runs:/{r.info.run_id}/model")
+            assert model.predict(X_TEST[:8]).shape == (8,)
+    else:  # by design, fold fits log no model and no figures unless asked
+        for r in runs:
+            assert "model_uri" not in r.data.tags, f"fold run {r.info.run_id} logged a model"
+            assert client.list_artifacts(r.info.run_id, "figures") == [], r.info.run_id
+            assert r.info.run_name.endswith(" · cv fold") and r.data.tags["search.fold"]
+
+
+# --------------------------------------------------------------------------- 2. 8 processes at once
+
+
+MANY_CHILD = """
+from mnist_estimators import MLPClassifier
+
+ids = []
+for seed in range(3):
+    est = MLPClassifier(max_epochs=1, hidden_sizes=(16,), batch_size=64, random_state=seed)
+    est.fit(X, y)
+    ids.append(est.last_run_id_)
+print(json.dumps(ids))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_eight_processes_start_at_once_on_one_fresh_store(tmp_path):
+    path = script(tmp_path, MANY_CHILD, n=200)
+    procs = [start([PY, str(path)], tmp_path, f"p{i}") for i in range(8)]
+    wait_all(procs, timeout=270)
+    ids = []
+    for p in procs:
+        out, err = outputs(p, tmp_path)
+        assert p.returncode == 0, err
+        assert_clean(err)
+        ids += json.loads(out.strip().splitlines()[-1])
+    assert len(set(ids)) == 24
+    client = client_for(tmp_path)
+    runs = {r.info.run_id: r for r in all_runs(client)}
+    assert set(runs) == set(ids)
+    for run_id, r in runs.items():
+        assert r.info.status == "FINISHED", run_id
+        assert r.data.tags.get("model_uri") == f"runs:/{run_id}/model", run_id
+        assert r.data.metrics["n_epochs"] == 1
+    assert len({r.data.tags["mnist_estimators.pid"] for r in runs.values()}) == 8
+    assert unlogged(tmp_path) == []
+    # one of them, reloaded: the artifacts are whole
+    some = ids[len(ids) // 2]
+    assert mlflow.pyfunc.load_model(f"runs:/{some}/model").predict(X_TEST[:5]).shape == (5,)
+
+
+# --------------------------------------------------------------------------- 3. SIGKILL
+
+
+LONG_FIT = SLOW + """
+from mnist_estimators import MLPClassifier
+
+MLPClassifier(max_epochs=1000, hidden_sizes=(16,), batch_size=64, random_state=0,
+              callbacks=[("slow", Slow())]).fit(X, y)
+"""
+
+REAPING_FIT = """
+from mnist_estimators import SoftmaxRegressionClassifier
+
+est = SoftmaxRegressionClassifier(max_epochs=1, batch_size=64, random_state=0).fit(X, y)
+print(json.dumps(est.last_run_id_))
+"""
+
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("reaper", ["tracked_fit", "cli_runs_reap"])
+def test_a_run_of_a_sigkilled_process_is_reaped_by_the_next_process(tmp_path, reaper):
+    path = script(tmp_path, LONG_FIT, n=200)
+    proc = subprocess.Popen([PY, str(path)], cwd=tmp_path, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = wait_for_a_run_with_metrics(tmp_path, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    # nothing ended it: still RUNNING
+    con = sqlite3.connect(str(store_db(tmp_path)))
+    try:
+        (status,), = con.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchall()
+    finally:
+        con.close()
+    assert status == "RUNNING"
+
+    if reaper == "tracked_fit":
+        later = run([PY, str(script(tmp_path, REAPING_FIT, n=200, name="later.py"))], tmp_path,
+                    timeout=150)
+        assert later.returncode == 0, later.stderr
+        new_id = json.loads(later.stdout.strip().splitlines()[-1])
+    else:
+        later = run([PY, "-m", "mnist_estimators.cli", "runs", "reap"], tmp_path, timeout=150)
+        assert later.returncode == 0, later.stderr
+        new_id = None
+    assert_clean(later.stderr)
+    # one line on stderr names the reaped run
+    assert f"marked 1 run(s) KILLED whose process had died: {run_id}" in later.stderr, later.stderr
+
+    client = client_for(tmp_path)
+    killed = client.get_run(run_id)
+    assert killed.info.status == "KILLED"
+    assert killed.info.end_time is not None and killed.info.end_time >= killed.info.start_time
+    assert f"process {proc.pid} on " in killed.data.tags["mnist_estimators.reaped"]
+    last_metric = max(m.timestamp for k in killed.data.metrics
+                      for m in client.get_metric_history(run_id, k))
+    assert killed.info.end_time == last_metric  # ended at its last sign of life
+    if new_id is not None:
+        fresh = client.get_run(new_id)
+        assert fresh.info.status == "FINISHED"
+        assert "mnist_estimators.reaped" not in fresh.data.tags
+    else:  # the command's own summary line counts what was reaped
+        assert "1 run(s) of dead processes marked KILLED" in later.stdout, later.stdout
+
+
+# --------------------------------------------------------------------------- 4. SIGTERM
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_mid_fit_in_a_plain_script_ends_the_run_killed_with_its_model(tmp_path):
+    path = script(tmp_path, LONG_FIT, n=200)
+    proc = subprocess.Popen([PY, str(path)], cwd=tmp_path, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = wait_for_a_run_with_metrics(tmp_path, proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0  # the interrupt propagates out of the script
+    assert proc.returncode != -signal.SIGTERM, "SIGTERM killed the child with no cleanup"
+    assert f"run {run_id} ended KILLED" in err, err
+    assert "model was logged with the run" in err, err
+    assert "alembic" not in err.lower()
+
+    client = client_for(tmp_path)
+    r = client.get_run(run_id)
+    assert r.info.status == "KILLED" and r.info.end_time is not None
+    assert "terminated by signal" in r.data.tags.get("error", ""), r.data.tags
+    assert r.data.tags["model_uri"] == f"runs:/{run_id}/model"
+    n_epochs = r.data.metrics["n_epochs"]
+    assert 1 <= n_epochs < 1000
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    pred = model.predict(X_TEST[:20])
+    assert pred.shape == (20,) and set(np.asarray(pred).tolist()) <= set(range(10))
+    assert unlogged(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- 5. fit and exit
+
+
+@pytest.mark.timeout(180)
+def test_a_one_line_script_that_fits_and_exits_leaves_a_finished_run(tmp_path):
+    code = ("from mnist_estimators import MLPClassifier, load_sample; import numpy as np; "
+            "X, y = load_sample(); i = np.random.default_rng(0).permutation(len(X))[:300]; "
+            "MLPClassifier(max_epochs=1, hidden_sizes=(32,)).fit(X[i], y[i])")
+    proc = run([PY, "-c", code], tmp_path, timeout=150)
+    assert proc.returncode == 0, proc.stderr
+    assert_clean(proc.stderr)
+    client = client_for(tmp_path)
+    (r,) = all_runs(client)
+    run_id = r.info.run_id
+    assert r.info.status == "FINISHED" and r.info.end_time is not None
+    assert r.data.tags["model_uri"] == f"runs:/{run_id}/model"
+    figures = client.list_artifacts(run_id, "figures")
+    assert figures, "no figures logged"
+    assert all(a.path.endswith(".png") and a.file_size > 0 for a in figures), figures
+    assert mlflow.pyfunc.load_model(f"runs:/{run_id}/model").predict(X_TEST[:5]).shape == (5,)
+
+
+# --------------------------------------------------------------------------- 6. two tune workers
+
+
+
+@pytest.mark.timeout(300)
+def test_two_tune_processes_share_one_study_and_one_parent_run(tmp_path):
+    import optuna
+
+    digits = tmp_path / "digits"
+    digits.mkdir()
+    write_idx(digits / "train-images-idx3-ubyte.gz", X_TRAIN.reshape(-1, 28, 28))
+    write_idx(digits / "train-labels-idx1-ubyte.gz", Y_TRAIN)
+    args = [PY, "-m", "mnist_estimators.cli", "tune", "--pipeline", "softmax", "--trials", "4",
+            "--storage", "sqlite:///study.db", "--study-name", "s", "--param",
+            "clf__max_epochs=1", "--pruner", "none", "--data-home", str(digits)]
+    procs = [start(args, tmp_path, f"tune{i}") for i in range(2)]
+    wait_all(procs, timeout=270)
+    for p in procs:
+        out, err = outputs(p, tmp_path)
+        assert p.returncode == 0, err
+        assert "Traceback" not in err and "alembic" not in err.lower(), err
+        assert "best value" in out, out
+
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/study.db")
+    states = [t.state.name for t in study.trials]
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 4 <= len(finished) <= 5, states
+    assert "FAIL" not in states and "RUNNING" not in states, states
+    params = [tuple(sorted(t.params.items())) for t in study.trials]
+    assert len(set(params)) == len(params), params  # the two workers never drew the same values
+
+    client = client_for(tmp_path)
+    runs = all_runs(client)
+    parents = {r.info.run_id: r for r in runs if "mlflow.parentRunId" not in r.data.tags
+               and r.data.tags.get("optuna.study") == "s"}
+    assert study.user_attrs["mlflow_parent_run_id"] in parents
+    assert all(r.info.status == "FINISHED" for r in parents.values())
+    trials = [r for r in runs if r.data.tags.get("optuna.trial") is not None]
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in trials) == \
+        sorted(t.number for t in study.trials)
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} <= set(parents)
+    # Exactly one parent for the study, whichever worker created it (both start at once).
+    assert len(parents) == 1, [(run_id, r.data.tags.get("mnist_estimators.pid"))
+                               for run_id, r in parents.items()]
+
+
+# --------------------------------------------------------------------------- 7. failing workers
+
+
+WORKERS_FAIL = """
+from sklearn.model_selection import cross_validate
+from mnist_estimators import MLPClassifier
+
+# log_model=True: fold fits keep no model by default, and only a model goes to the outbox
+est = MLPClassifier(max_epochs=1, hidden_sizes=(16,), batch_size=64, random_state=0,
+                    tracking_options={"log_model": True})
+res = cross_validate(est, X, y, cv=2, n_jobs=2)
+print(json.dumps({"scores": res["test_score"].tolist(), "pid": os.getpid()}))
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_tracking_failure_in_worker_processes_reaches_the_console_and_keeps_the_models(tmp_path):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    proc = run([PY, str(script(tmp_path, WORKERS_FAIL, n=200))], tmp_path, timeout=200,
+               env=child_env(MLFLOW_TRACKING_URI=uri))
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(proc.stdout.strip().splitlines()[-1])["scores"]
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)  # training went on
+    err = proc.stderr
+    assert "TrackingWarning" in err, err
+    assert "is not reachable" in err and uri in err, err
+    assert "models/unlogged" in err, err
+    names = unlogged(tmp_path)
+    assert len([n for n in names if n.endswith(".pkl")]) == 2, names
+    assert len([n for n in names if n.endswith(".json")]) == 2, names
+    from mnist_estimators import tracking
+
+    records = [rec for _, rec in tracking.pending(tmp_path / "models" / "unlogged")]
+    assert [rec["status"] for rec in records] == ["FINISHED", "FINISHED"]
+    assert all(rec["tracking_uri"] == uri for rec in records)
+    # the failures happened in the loky workers; their warnings reached this console anyway
+    child_pid = str(json.loads(proc.stdout.strip().splitlines()[-1])["pid"])
+    assert all(rec["tags"]["mnist_estimators.pid"] != child_pid for rec in records)
+    assert err.count("TrackingWarning") == 2, err  # one line per fit, no more
+    assert not store_db(tmp_path).exists()  # nothing went to a local store instead
