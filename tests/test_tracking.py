@@ -383,13 +383,13 @@ def test_a_corrupt_store_is_named_and_never_overwritten(tmp_path, monkeypatch):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real 6 MB filesystem (tmpfs), so that the disk can really fill; skipped where this
+    """A real 32 MB filesystem (tmpfs), so that the disk can really fill; skipped where this
     process may not mount one."""
     import subprocess
 
     mount = tmp_path / "disk"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6M", "tmpfs", str(mount)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32M", "tmpfs", str(mount)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield mount
@@ -409,13 +409,13 @@ def test_a_disk_that_fills_mid_fit_keeps_the_model_in_memory_and_says_so(small_d
     class FillTheDisk(Callback):
         def on_epoch_end(self, net, **kwargs):
             if len(net.history) == 1:
-                with open(small_disk / "filler", "wb") as f:
-                    try:
+                try:
+                    with open(small_disk / "filler", "wb") as f:
                         while True:
                             f.write(b"\0" * (1 << 16))
                             f.flush()
-                    except OSError:
-                        pass
+                except OSError:  # full: what this callback is for
+                    pass
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

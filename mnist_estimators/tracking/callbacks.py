@@ -38,7 +38,8 @@ class MlflowRunLogger(MlflowLogger):
         self.options = options
 
     def initialize(self):
-        self.keys_ignored_ = {"batches", "train_batch_count", "valid_batch_count"}
+        # event_lr: the scheduler's record of the same number as our ``lr``
+        self.keys_ignored_ = {"batches", "train_batch_count", "valid_batch_count", "event_lr"}
         self._reset()
         return self
 
@@ -124,9 +125,9 @@ class MlflowRunLogger(MlflowLogger):
                 continue
             values["epoch_time_s" if key == "dur" else key] = value
         self.run_.log_metrics(values, step=len(net.history))
-        # The weights after the last finished epoch: what an interrupted fit keeps.
-        self.last_state_ = {k: v.detach().to("cpu", copy=True)
-                            for k, v in net.module_.state_dict().items()}
+        if self.options_["log_model"]:  # the weights after the last finished epoch: what an
+            self.last_state_ = {k: v.detach().to("cpu", copy=True)  # interrupted fit keeps
+                                for k, v in net.module_.state_dict().items()}
 
     # -- end
     def on_train_end(self, net, **kwargs):
