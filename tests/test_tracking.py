@@ -461,3 +461,20 @@ def test_runs_upload_logs_models_kept_while_the_store_was_down(tmp_path, monkeyp
     assert list((tmp_path / "models" / "unlogged").iterdir()) == []
     assert main(["runs", "upload", "nowhere"]) == 2  # a clear error, not a traceback
     assert "nowhere is not a folder" in capsys.readouterr().err
+
+
+def test_system_metrics_are_an_option(store):
+    import time
+
+    from skorch.callbacks import Callback
+
+    class Slow(Callback):  # a fit long enough for MLflow's sampler (one sample every 2 s)
+        def on_epoch_end(self, net, **kwargs):
+            time.sleep(1.5)
+
+    est = _fit(MLPClassifier, callbacks=[Slow()], tracking_options={"system_metrics": True})
+    run = store.get_run(est.last_run_id_)
+    assert run.info.status == "FINISHED"
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), run.data.metrics
+    plain = store.get_run(_fit(MLPClassifier).last_run_id_)
+    assert not any(k.startswith("system/") for k in plain.data.metrics)

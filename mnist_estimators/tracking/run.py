@@ -145,7 +145,11 @@ class FitRun:
             store.call(self.client.log_batch, self.run_id, params=items[i:i + 90])
         self._log_dataset(X_raw, y_raw, source)
         if self.options["system_metrics"]:
-            self._start_system_metrics()
+            try:
+                self._start_system_metrics()
+            except Exception as exc:  # noqa: BLE001 - an extra: the run goes on without it
+                warn(f"MLflow system metrics could not start ({type(exc).__name__}: {exc}); "
+                     "the run is logged without them", exc)
 
     def _log_dataset(self, X, y, source):
         import warnings
@@ -174,8 +178,11 @@ class FitRun:
     def _start_system_metrics(self):
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=2)
-        self.monitor.start()
+        # MLflow's sampler (CPU, memory, disk, network, GPU): a sample every 2 s
+        self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=2,
+                                            tracking_uri=self.client.tracking_uri)
+        with store.quiet_mlflow():
+            self.monitor.start()
 
     # -- during training
     def log_metrics(self, values, step):
@@ -211,7 +218,8 @@ class FitRun:
                        MLFLOW_RUN_NOTE, description)
         monitor = getattr(self, "monitor", None)
         if monitor is not None:
-            monitor.finish()
+            with store.quiet_mlflow():
+                monitor.finish()
         self.record.update(status=status, end_time=int(time.time() * 1000), metrics=self.metrics)
         kept = None
         if self.broken is not None and self.options["on_error"] != "raise" \

@@ -71,7 +71,8 @@ def quiet_mlflow():
     """MLflow and alembic say "Creating initial MLflow database tables..." and "Updating
     database tables" at INFO on a new store: not the user's concern."""
     loggers = [logging.getLogger(n) for n in ("mlflow.store.db.utils", "alembic.runtime.migration",
-                                              "alembic", "mlflow.store.tracking.sqlalchemy_store")]
+                                              "alembic", "mlflow.store.tracking.sqlalchemy_store",
+                                              "mlflow.system_metrics.system_metrics_monitor")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
@@ -145,6 +146,7 @@ def _open_sqlite(uri, path):
                 raise TrackingError(f"cannot open the MLflow store {path}: "
                                     f"{type(exc).__name__}: {exc}") from exc
             _enable_wal(path)
+            _relax_sync(client)
     except Timeout:
         raise TrackingError(f"waited {LOCK_TIMEOUT_S} s for another process to create the MLflow "
                             f"store {path} (lock {lock.lock_file})") from None
@@ -159,6 +161,20 @@ def _enable_wal(path):
             con.execute("PRAGMA journal_mode=WAL")
     finally:
         con.close()
+
+
+def _relax_sync(client):
+    """``PRAGMA synchronous=NORMAL`` on this process's connections to the store: in WAL mode a
+    commit then appends to the log without an fsync (the log is synced at checkpoints), which is
+    what a per-epoch ``log_batch`` mostly waits for. A power cut can lose the last commits, never
+    corrupt the store (SQLite's documented guarantee for WAL + NORMAL). MLflow sets only
+    ``busy_timeout`` and ``foreign_keys`` on its sessions; it has no setting for this."""
+    from sqlalchemy import event
+
+    for engine in {client._tracking_client.store.engine, client._get_registry_client().store.engine}:
+        event.listen(engine, "connect",
+                     lambda con, record: con.execute("PRAGMA synchronous=NORMAL"))
+        engine.dispose()  # pooled connections made before the listener: reopened with it
 
 
 def check_reachable(uri, timeout=REACH_TIMEOUT_S):
