@@ -272,20 +272,27 @@ print(json.dumps(est.last_run_id_))
 
 
 
-@pytest.mark.timeout(240)
-@pytest.mark.parametrize("reaper", ["tracked_fit", "cli_runs_reap"])
-def test_a_run_of_a_sigkilled_process_is_reaped_by_the_next_process(tmp_path, reaper):
+def signal_mid_fit(tmp_path, signum):
+    """Start a long fit in a child, send it ``signum`` once its run has a metric, and wait for
+    it: (process, run id, stdout, stderr)."""
     path = script(tmp_path, LONG_FIT, n=200)
     proc = subprocess.Popen([PY, str(path)], cwd=tmp_path, env=child_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         run_id = wait_for_a_run_with_metrics(tmp_path, proc)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
+        os.kill(proc.pid, signum)
+        out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+    return proc, run_id, out, err
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("reaper", ["tracked_fit", "cli_runs_reap"])
+def test_a_run_of_a_sigkilled_process_is_reaped_by_the_next_process(tmp_path, reaper):
+    proc, run_id, _, _ = signal_mid_fit(tmp_path, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     # nothing ended it: still RUNNING
     con = sqlite3.connect(str(store_db(tmp_path)))
@@ -329,17 +336,7 @@ def test_a_run_of_a_sigkilled_process_is_reaped_by_the_next_process(tmp_path, re
 
 @pytest.mark.timeout(240)
 def test_sigterm_mid_fit_in_a_plain_script_ends_the_run_killed_with_its_model(tmp_path):
-    path = script(tmp_path, LONG_FIT, n=200)
-    proc = subprocess.Popen([PY, str(path)], cwd=tmp_path, env=child_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        run_id = wait_for_a_run_with_metrics(tmp_path, proc)
-        os.kill(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    proc, run_id, out, err = signal_mid_fit(tmp_path, signal.SIGTERM)
     assert proc.returncode != 0  # the interrupt propagates out of the script
     assert proc.returncode != -signal.SIGTERM, "SIGTERM killed the child with no cleanup"
     assert f"run {run_id} ended KILLED" in err, err

@@ -115,6 +115,24 @@ def open_store(uri, artifact_root=None):
 reaped_at_open = {}         # uri -> run ids this process reaped when it first opened the store
 
 
+def _after_fork_in_child():
+    # A process forked after the store was opened (multiprocessing.Pool on Linux) inherits
+    # MLflow's pooled SQLite connections, which must not be shared across processes
+    # (SQLAlchemy's "using connection pools with multiprocessing"): the child drops them
+    # without closing the parent's, and opens its own.
+    try:
+        from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as Registry
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as Tracking
+    except ImportError:
+        return
+    for engine in list(Tracking._engine_map.values()) + list(Registry._engine_map.values()):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _open_sqlite(uri, path):
     import mlflow
     from filelock import FileLock, Timeout
@@ -194,9 +212,12 @@ def check_reachable(uri, timeout=REACH_TIMEOUT_S):
 @contextlib.contextmanager
 def http_limits():
     """Short HTTP timeouts and no retries for MLflow's REST calls made inside (MLflow reads
-    them from the environment at each request and has no per-client setting). Values the user
+    them from the environment at each request and has no per-client setting), and no
+    "🏃 View run ... at: URL" lines, which MLflow prints to stdout (after one more request) at
+    every run's end against a server: two lines per fit, hundreds in a search. Values the user
     set win."""
-    names = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(HTTP_TIMEOUT_S), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    names = {"MLFLOW_HTTP_REQUEST_TIMEOUT": str(HTTP_TIMEOUT_S), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
     with _http_env_lock:
         added = [n for n in names if n not in os.environ]
         for n in added:
