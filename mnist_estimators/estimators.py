@@ -692,8 +692,9 @@ _COMMON_DOC = """
         ``mnist_estimators.tracking``. ``set_tracking(False)`` turns it off everywhere.
     tracking_options : dict or None, default=None
         Keys of ``mnist_estimators.tracking.DEFAULT_OPTIONS``: ``experiment``, ``run_name``,
-        ``log_model``, ``figures`` ("none", "basic", "all"), ``embedding`` ("pca", "tsne"),
-        ``register_as``, ``on_error`` ("warn", "raise"), ``fallback_dir``.
+        ``tags``, ``log_model`` (True, False, "auto": not in search/CV folds), ``figures``
+        ("auto", "none", "basic", "all"), ``embedding`` ("pca", "tsne"), ``register_as``,
+        ``on_error`` ("warn", "raise"), ``fallback_dir``, ``system_metrics``.
     **kwargs
         Any skorch ``NeuralNet`` argument (``callbacks``, ``warm_start``, ``iterator_train``,
         ``module__*``, ...). ``iterator_train=torch.utils.data.DataLoader`` restores skorch's
