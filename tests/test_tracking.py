@@ -480,23 +480,40 @@ def test_system_metrics_are_an_option(store):
     assert not any(k.startswith("system/") for k in plain.data.metrics)
 
 
-def _fit_in_pool(seed):
-    return MLPClassifier(**{**FAST, "random_state": seed}, hidden_sizes=(16,)).fit(
+FORK_POOL = """
+import json, multiprocessing, sys
+sys.path.insert(0, {tests!r})
+from conftest import X_TRAIN, Y_TRAIN
+from mnist_estimators import MLPClassifier, tracking
+
+def fit(seed):
+    return MLPClassifier(max_epochs=2, batch_size=32, hidden_sizes=(16,), random_state=seed).fit(
         X_TRAIN, Y_TRAIN).last_run_id_
 
-
-@pytest.mark.timeout(120)
-def test_fits_in_a_forked_pool_are_complete_when_the_pool_exits(store):
-    import multiprocessing
-    import os
-
-    # The store is open in this process before the fork (its pooled connections are inherited).
-    # No training here first: torch's thread pool does not survive a fork (a forked child then
-    # hangs in its first parallel op, tracked or not), a torch limit, not ours.
-    tracking.open_store(*tracking.resolve_uri())
+if __name__ == "__main__":
+    tracking.open_store(*tracking.resolve_uri())  # open before the fork: connections inherited
     with multiprocessing.get_context("fork").Pool(2) as pool:
-        ids = pool.map(_fit_in_pool, range(4))
-    runs = [store.get_run(run_id) for run_id in ids]  # read right after the pool exits
+        print(json.dumps(pool.map(fit, range(4))))
+"""
+
+
+@pytest.mark.timeout(180)
+def test_fits_in_a_forked_pool_are_complete_when_the_pool_exits(tmp_path):
+    # In a fresh process: torch's thread pool does not survive a fork once used (a forked child
+    # then hangs in its first parallel op, tracked or not), and this pytest process has trained.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "pool.py"
+    script.write_text(FORK_POOL.format(tests=os.path.dirname(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr
+    ids = json.loads(proc.stdout.strip().splitlines()[-1])
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    runs = [client.get_run(run_id) for run_id in ids]  # read right after the pool exited
     assert [r.info.status for r in runs] == ["FINISHED"] * 4
     assert all("model_uri" in r.data.tags for r in runs)
-    assert str(os.getpid()) not in {r.data.tags["mnist_estimators.pid"] for r in runs}
