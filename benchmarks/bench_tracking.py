@@ -116,9 +116,9 @@ def finished_runs(uri, experiment="mnist-estimators", parent=None):
 # --------------------------------------------------------------------------- 1. fixed cost
 
 
-PHASES = {  # (owner, attribute) -> label; _log_dataset runs inside _start
-    ("run", "_open"): "_open", ("run", "_start"): "_start", ("run", "_log_dataset"): "  _log_dataset",
-    ("run", "log_metrics"): "log_metrics", ("artifacts", "render_figures"): "render_figures",
+PHASES = {  # (owner, attribute) -> label; _dataset runs inside _start
+    ("run", "_open"): "_open", ("run", "_start"): "_start", ("run", "_dataset"): "  _dataset",
+    ("run", "_send"): "_send (metric batches)", ("artifacts", "render_figures"): "render_figures",
     ("artifacts", "log_figures"): "log_figures", ("artifacts", "log_model"): "log_model",
     ("run", "_end"): "_end",
 }
@@ -199,7 +199,7 @@ def section_fixed(args, X, y):
         result["variants"][name] = {**t, "median_delta_s": delta, "ratio": ratio}
         print(f"| {name} | {median(t['untracked']):.3f} | {median(t['tracked']):.3f} | "
               f"{delta * 1000:.0f} | {ratio:.2f}x |")
-    # Top-level phases (not _log_dataset, inside _start) against the whole measured overhead.
+    # Top-level phases (not _dataset, inside _start) against the whole measured overhead.
     default = times[next(iter(variants))]
     rest = [(a - b) - sum(v for k, v in p.items() if not k.startswith(" "))
             for a, b, p in zip(default["tracked"], default["untracked"], profile)]

@@ -708,6 +708,11 @@ _COMMON_DOC = """
     module_ : torch.nn.Module
     history_ : skorch.History
         Per-epoch ``train_loss``, ``valid_loss``, ``valid_acc``, ``dur`` (and per-batch values).
+    last_run_id_ : str
+        The MLflow run of the last tracked fit.
+    last_model_uri_ : str or None
+        Its logged model, ``models:/MODEL_ID`` (``mlflow.pyfunc.load_model`` takes it), or None
+        when no model was logged.
 """
 
 

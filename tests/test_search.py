@@ -50,10 +50,10 @@ def test_study_logs_parent_trials_and_refit(store):
     assert set(by_trial) == {"0", "1", "2", "3", None}  # 4 trials + the refit
     for t in trials:
         run = by_trial[str(t.number)]
-        assert run.data.metrics["best_valid_acc"] == pytest.approx(t.value)
+        assert run.data.metrics["summary/best_valid_acc"] == pytest.approx(t.value)
         assert run.data.metrics["optuna_value"] == pytest.approx(t.value)
         assert float(run.data.params["lr"]) == pytest.approx(t.params["lr"])
-    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    model = mlflow.pyfunc.load_model(store.get_run(result.run_id).data.tags["model_uri"])
     np.testing.assert_array_equal(model.predict(X_TEST), result.best_estimator.predict(X_TEST))
 
 

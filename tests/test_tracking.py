@@ -1,6 +1,8 @@
 """MLflow tracking against real stores: a sqlite store, the default ./mlruns, and (in
 test_tracking_server.py) a real `mlflow server` on 127.0.0.1."""
 
+import json
+import os
 import socket
 
 import mlflow
@@ -9,6 +11,7 @@ import pytest
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from skorch.callbacks import Callback
 
 from mnist_estimators import (
     CNNClassifier,
@@ -68,20 +71,23 @@ def test_a_bare_fit_logs_params_metrics_tags_dataset_figures_and_model(store, tm
     p = run.data.params
     assert p["lr"] == "0.05" and p["optimizer"] == "sgd" and p["hidden_sizes"] == "(256, 128)"
     assert p["optimizer__momentum"] == "0.0" and p["module__dropout"] == "0.2"
-    assert p["callbacks__lr_scheduler__T_max"] == "3"
+    # the net's internal settings are kept apart, in one tag
+    assert "callbacks__lr_scheduler__T_max" not in p
+    assert json.loads(run.data.tags["mnist_estimators.internal_params"])["callbacks__lr_scheduler__T_max"] == "3"
     assert p["data.shape"] == "(400, 784)" and p["data.source"] == "folder"
     assert not {"verbose", "callbacks__print_log__sink", "tracking"} & set(p)
-    # per-epoch metrics, step = epoch
-    for key in ("train_loss", "valid_loss", "valid_acc", "lr", "epoch_time_s"):
-        history = store.get_metric_history(run.info.run_id, key)
+    # per-epoch metrics under "epoch/", step = epoch; one-value results under "summary/"
+    for key in ("train_loss", "valid_loss", "valid_acc", "lr", "time_s"):
+        history = store.get_metric_history(run.info.run_id, f"epoch/{key}")
         assert [m.step for m in history] == [1, 2, 3], key
-    np.testing.assert_allclose([m.value for m in store.get_metric_history(run.info.run_id, "valid_acc")],
+    np.testing.assert_allclose([m.value for m in store.get_metric_history(run.info.run_id, "epoch/valid_acc")],
                                est.history_[:, "valid_acc"])
-    lrs = [m.value for m in store.get_metric_history(run.info.run_id, "lr")]
+    lrs = [m.value for m in store.get_metric_history(run.info.run_id, "epoch/lr")]
     assert lrs[0] > lrs[-1]  # cosine schedule, visible per epoch
     m = run.data.metrics
-    assert m["final_valid_acc"] == pytest.approx(est.history_[-1, "valid_acc"])
-    assert m["n_epochs"] == 3 and m["fit_time_s"] > 0
+    assert m["summary/final_valid_acc"] == pytest.approx(est.history_[-1, "valid_acc"])
+    assert m["summary/n_epochs"] == 3 and m["summary/fit_time_s"] > 0
+    assert {k.split("/")[0] for k in m} == {"epoch", "summary"}
     # tags
     t = run.data.tags
     assert t["estimator_class"] == "MLPClassifier" and t["mnist_estimators.version"] == "0.1.0"
@@ -93,10 +99,21 @@ def test_a_bare_fit_logs_params_metrics_tags_dataset_figures_and_model(store, tm
     # figures
     figures = {a.path for a in store.list_artifacts(run.info.run_id, "figures")}
     assert figures == {"figures/confusion_matrix.png", "figures/misclassified.png"}
-    # the model: same predictions for raw uint8 images
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    # the model, named by what it is, with its params and its results on its dataset
+    assert est.last_model_uri_ == t["model_uri"] and t["model_uri"].startswith("models:/m-")
+    logged = store.get_logged_model(t["model_uri"].split("/")[-1])
+    assert logged.name == "mlp-256-128" and logged.status.to_int() == 2  # READY
+    assert logged.source_run_id == run.info.run_id and logged.params["lr"] == "0.05"
+    linked = {x.key: x for x in logged.metrics}
+    assert linked["summary/best_valid_acc"].value == pytest.approx(m["summary/best_valid_acc"])
+    assert linked["summary/best_valid_acc"].dataset_digest == t["data.digest"]
+    assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]
+    # same predictions for raw uint8 images, by its URI or by the run and its name
+    model = mlflow.pyfunc.load_model(est.last_model_uri_)
     np.testing.assert_array_equal(model.predict(X_TEST), est.predict(X_TEST))
     assert model.metadata.get_input_schema().inputs[0].type == np.dtype("uint8")
+    by_run = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/mlp-256-128")
+    np.testing.assert_array_equal(by_run.predict(X_TEST[:5]), est.predict(X_TEST[:5]))
 
 
 def test_a_pipeline_is_logged_whole(store):
@@ -108,7 +125,7 @@ def test_a_pipeline_is_logged_whole(store):
     assert run.data.tags["model_kind"] == "pipeline"
     assert run.data.params["pipeline.steps"].startswith("functiontransformer:FunctionTransformer")
     assert run.data.params["data.dtype"] == "uint8"  # the raw input, not the scaled one
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    model = mlflow.pyfunc.load_model(run.data.tags["model_uri"])
     np.testing.assert_array_equal(model.predict(X_TEST), pipe.predict(X_TEST))
 
 
@@ -118,6 +135,39 @@ def test_figures_all_adds_weight_histograms_and_embedding(store):
     assert {"figures/weight_histograms.png", "figures/embedding.png",
             "figures/learning_curves.png"} <= figures
     assert "model_uri" not in store.get_run(est.last_run_id_).data.tags  # log_model=False
+
+
+class SeenInStore(Callback):
+    """Records, as epoch 3 begins, which epochs another client already sees in the store."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def on_epoch_begin(self, net, **kwargs):
+        if len(net.history) == 3:
+            run_id = _running_run(self.client)
+            self.seen_ = [m.step for m in self.client.get_metric_history(run_id, "epoch/train_loss")]
+
+
+def _running_run(client):
+    exp = client.get_experiment_by_name(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    (run,) = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
+    return run.info.run_id
+
+
+@pytest.mark.parametrize("every_s, seen", [(0.0, [1, 2]), (3600.0, [])])
+def test_epoch_metrics_are_sent_live_or_batched(store, monkeypatch, every_s, seen):
+    # An epoch longer than FLUSH_EVERY_S is in the store as soon as it ends (a long fit is
+    # followed live in the UI); shorter ones wait and share one batch. Either way the run is
+    # whole when fit returns.
+    from mnist_estimators.tracking import run as run_module
+
+    monkeypatch.setattr(run_module, "FLUSH_EVERY_S", every_s)
+    spy = SeenInStore(store)
+    est = _fit(MLPClassifier, max_epochs=3, callbacks=[("spy", spy)])
+    assert spy.seen_ == seen
+    steps = [m.step for m in store.get_metric_history(est.last_run_id_, "epoch/train_loss")]
+    assert steps == [1, 2, 3]
 
 
 def test_fitted_estimator_keeps_no_run_or_data(store):
@@ -155,11 +205,11 @@ def test_grid_search_parent_with_a_child_per_fit_and_the_refit(store, n_jobs):
     assert len(children) == 4 * 2 + 1  # candidates x folds + refit
     assert all(r.info.status == "FINISHED" for r in children + [parent_run])
     assert {r.data.params["optimizer"] for r in children} == {"adam", "sgd"}
-    assert all(r.data.metrics["n_epochs"] == 2 for r in children)
+    assert all(r.data.metrics["summary/n_epochs"] == 2 for r in children)
     assert parent_run.data.params["best.optimizer"] == grid.best_params_["optimizer"]
     assert parent_run.data.metrics["best_cv_score"] == pytest.approx(grid.best_score_)
     assert {a.path for a in store.list_artifacts(parent.run_id)} >= {"cv_results.csv", "cv_results.json"}
-    model = mlflow.pyfunc.load_model(f"runs:/{parent.run_id}/model")
+    model = mlflow.pyfunc.load_model(parent_run.data.tags["model_uri"])
     np.testing.assert_array_equal(model.predict(X_TEST), grid.predict(X_TEST))
 
 
@@ -176,7 +226,6 @@ def test_cross_validate_with_two_workers_under_one_parent(store):
 def test_run_status_failed_and_killed_reraise(store):
     with pytest.raises(TrainingDivergedError):
         MLPClassifier(**FAST, optimizer="sgd", lr=1e10).fit(X_TRAIN, Y_TRAIN)
-    from skorch.callbacks import Callback
 
     class CtrlC(Callback):
         def on_epoch_end(self, net, **kwargs):
@@ -262,7 +311,7 @@ def test_a_tracking_uri_where_nothing_listens_costs_seconds_and_keeps_the_model(
     np.testing.assert_array_equal(load_model(saved).predict(X_TEST), est.predict(X_TEST))
     (record,) = tracking.pending(fallback)
     assert record[1]["status"] == "FINISHED" and record[1]["params"]["lr"] == "0.001"
-    assert [m[0] for m in record[1]["metrics"]].count("train_loss") == 2  # both epochs kept
+    assert [m[0] for m in record[1]["metrics"]].count("epoch/train_loss") == 2  # both epochs kept
     with pytest.raises(TrackingError, match="opening the store"):
         MLPClassifier(**FAST, tracking_options={"on_error": "raise"}).fit(X_TRAIN, Y_TRAIN)
 
@@ -297,7 +346,7 @@ def test_autolog_gives_searches_a_parent_run(store):
     assert parent.data.metrics["best_cv_score"] == pytest.approx(search.best_score_)
     assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]) == 2 * 2 + 1
     assert other.best_score_ >= 0 and len(runs) == 6  # the LogisticRegression search logged nothing
-    model = mlflow.pyfunc.load_model(f"runs:/{parent.info.run_id}/model")
+    model = mlflow.pyfunc.load_model(parent.data.tags["model_uri"])
     np.testing.assert_array_equal(model.predict(X_TEST), search.predict(X_TEST))
     assert BaseSearchCV.fit is original  # undone
 
@@ -399,7 +448,6 @@ def small_disk(tmp_path):
 def test_a_disk_that_fills_mid_fit_keeps_the_model_in_memory_and_says_so(small_disk, monkeypatch):
     import warnings
 
-    from skorch.callbacks import Callback
 
     monkeypatch.chdir(small_disk)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -454,9 +502,9 @@ def test_runs_upload_logs_models_kept_while_the_store_was_down(tmp_path, monkeyp
     assert f"uploaded run {run.info.run_id}" in out
     assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.001"
     assert run.data.tags["mlflow.runName"].startswith("mlp 256-128")
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_acc")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/valid_acc")] == [1, 2]
     mlflow.set_tracking_uri(store_uri)
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    model = mlflow.pyfunc.load_model(run.data.tags["model_uri"])
     np.testing.assert_array_equal(model.predict(X_TEST), est.predict(X_TEST))
     assert list((tmp_path / "models" / "unlogged").iterdir()) == []
     assert main(["runs", "upload", "nowhere"]) == 2  # a clear error, not a traceback
@@ -466,7 +514,6 @@ def test_runs_upload_logs_models_kept_while_the_store_was_down(tmp_path, monkeyp
 def test_system_metrics_are_an_option(store):
     import time
 
-    from skorch.callbacks import Callback
 
     class Slow(Callback):  # a fit long enough for MLflow's sampler (one sample every 2 s)
         def on_epoch_end(self, net, **kwargs):

@@ -3,6 +3,7 @@ serving, model serving over REST, the registry, and `mnist-estimators ui`."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -93,12 +94,12 @@ def test_fits_log_over_http_to_a_real_server(server, monkeypatch):
     run = client.get_run(est.last_run_id_)
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.parentRunId"] == parent.run_id
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/valid_loss")] == [1, 2]
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # served by the server
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert "figures/confusion_matrix.png" in figures
     assert any((root / "artifacts").rglob("confusion_matrix.png"))  # stored server-side
-    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    model = mlflow.pyfunc.load_model(est.last_model_uri_)
     np.testing.assert_array_equal(model.predict(X_TEST), est.predict(X_TEST))
 
 
@@ -128,7 +129,7 @@ def test_served_model_answers_rest_requests(tmp_path, monkeypatch):
     est = MLPClassifier(**FAST).fit(X_TRAIN, Y_TRAIN)
     tracking.flush()
     port = free_port()
-    proc = start([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{est.last_run_id_}/model",
+    proc = start([sys.executable, "-m", "mlflow", "models", "serve", "-m", est.last_model_uri_,
                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
                  f"http://127.0.0.1:{port}/ping", env={"MLFLOW_TRACKING_URI": uri})
     try:
@@ -223,12 +224,16 @@ def test_mlflow_ui_shows_the_search_in_a_browser(server, monkeypatch):
 
             # its metric charts
             page.goto(f"{uri}/#/experiments/{exp}/runs/{first}/model-metrics", wait_until="domcontentloaded")
-            expect(page.get_by_text("epoch_time_s", exact=True).first).to_be_visible()
-            page.get_by_placeholder("Search metric charts").fill("valid_loss")  # charts render lazily
-            expect(page.get_by_text("valid_loss", exact=True).first).to_be_visible()
-            expect(page.locator(".js-plotly-plot").first).to_be_visible()  # the chart is drawn
+            expect(page.get_by_text("time_s", exact=True).first).to_be_visible()
+            expect(page.locator(".js-plotly-plot").first).to_be_visible()  # a chart is drawn
             page.wait_for_timeout(500)
             page.screenshot(path=os.path.join(ARTIFACTS, "mlflow-ui-metrics.png"))
+            # the sections, in page order: the training curves lead, the one-value results follow
+            text = page.locator("body").inner_text()
+            sections = re.findall(r"^(\w[\w ]*)\n\((\d+)\)$", text, flags=re.M)
+            assert sections[:2] == [("epoch", "5"), ("summary", "7")], sections
+            page.get_by_placeholder("Search metric charts").fill("valid_loss")  # charts render lazily
+            expect(page.get_by_text("valid_loss", exact=True).first).to_be_visible()
 
             # two runs side by side
             page.goto(f'{uri}/#/compare-runs?runs=["{first}","{second}"]&experiments=["{exp}"]',
@@ -297,9 +302,9 @@ def test_server_dying_mid_fit_costs_seconds_keeps_the_model_and_uploads_it_later
         client = mlflow.MlflowClient(uri)
         run = client.get_run(est.last_run_id_)
         assert run.info.status == "FINISHED" and run.data.params["max_epochs"] == "3"
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2, 3]
-        assert run.data.metrics["n_epochs"] == 3
-        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/train_loss")] == [1, 2, 3]
+        assert run.data.metrics["summary/n_epochs"] == 3
+        model = mlflow.pyfunc.load_model(run.data.tags["model_uri"])
         np.testing.assert_array_equal(model.predict(X_TEST), est.predict(X_TEST))
         assert list(fallback.iterdir()) == []  # the outbox is empty once uploaded
     finally:

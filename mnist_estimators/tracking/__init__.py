@@ -77,7 +77,8 @@ def register(run_id, name, alias=None):
     the new version. Returns the ``ModelVersion``; load it with ``models:/NAME@ALIAS``."""
     import mlflow
 
-    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    uri = mlflow.MlflowClient().get_run(run_id).data.tags.get("model_uri", f"runs:/{run_id}/model")
+    version = mlflow.register_model(uri, name)
     if alias:
         mlflow.MlflowClient().set_registered_model_alias(name, alias, version.version)
     return version

@@ -38,41 +38,83 @@ def package_version():
         return "0+unknown"
 
 
-def log_model(client, run_id, model, X=None, registered_model_name=None, params=None):
-    """Log ``model`` on run ``run_id`` as its MLflow model ``runs:/RUN/model``.
+def model_name(net):
+    """The logged model's name: what it is, ``mlp-256-128``, ``cnn-32-64``, ``softmax``
+    (MLflow forbids ``/ : . % " '`` in it). A pipeline is named by its last step."""
+    net = net.steps[-1][1] if hasattr(net, "steps") else net
+    kind = type(net).__name__.replace("Classifier", "").replace("SoftmaxRegression", "softmax")
+    shape = getattr(net, "channels", None) or getattr(net, "hidden_sizes", None)
+    return "-".join([kind.lower(), *map(str, shape or ())])
+
+
+def log_model(client, run_id, model, X=None, registered_model_name=None, params=None, *,
+              name="model", metrics=None, experiment_id=None, dataset=None):
+    """Log ``model`` as run ``run_id``'s MLflow model, named ``name``. Returns its URI,
+    ``models:/MODEL_ID`` (``runs:/RUN/NAME`` reaches it too).
+
+    The LoggedModel gets the fit's ``params`` and, linked to it, the ``metrics`` (name ->
+    value, at their step) with their ``dataset`` (name, digest), so that its page in the MLflow
+    UI shows what it is, how good it is and on what data. The model itself is
+    ``mlflow.sklearn.save_model``'s format:
 
     - cloudpickle: skops, mlflow.sklearn's default, refuses skorch nets;
     - pinned requirements: inferring them costs ~5 s a model;
     - this package's source (``code_paths``), so that the model loads and serves where
-      mnist-estimators is not installed: measured at ~3 ms and 210 kB a model (43 against 46 ms
-      per ``log_model``, median of 6), so it is kept;
+      mnist-estimators is not installed: ~3 ms and 210 kB a model, so it is kept;
     - a signature from the first rows of ``X``, and no input example: MLflow validates an
-      example by reloading the model and serving it (~65 ms a model, and mlflow.sklearn passes no
-      switch through to skip it); the tests reload logged models through pyfunc instead;
-    - the LoggedModel is created in the run's experiment, with the fit's params, so that its
-      page in the MLflow UI shows them (``log_model(run_id=...)`` alone files it under the
-      *active* experiment, where ``runs:/RUN/model`` cannot find it).
+      example by reloading and serving the model (~65 ms a model).
+
+    Written by hand around ``mlflow.sklearn.save_model`` rather than with
+    ``mlflow.sklearn.log_model``, whose ``Model.log`` (MLflow 3.17) costs ~50 ms more a model:
+    it re-reads the run and every metric's full history to link the metrics of one step to the
+    model (we hold them in memory), and reads the LoggedModel back; it also files the model
+    under the *active* experiment unless one is created first. The steps are MLflow's own:
+    ``create_logged_model``, ``log_outputs``, ``log_model_artifacts``, ``finalize_logged_model``.
     """
+    import tempfile
+
     import mlflow.sklearn
-    from mlflow.models import infer_signature
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+    from mlflow.models import Model, infer_signature
 
     example = None if X is None else np.asarray(X)[:5]
     signature = None if example is None else infer_signature(example, model.predict(example))
-    exp_id = store.call(client.get_run, run_id).info.experiment_id
-    logged = store.call(client.create_logged_model, exp_id, name="model", source_run_id=run_id,
-                        params={k: str(v)[:1000] for k, v in (params or {}).items()} or None)
-    # mlflow.sklearn.log_model takes no client: it writes to the process's tracking URI, which
-    # is pointed at the client's store for the call (a fit's context may name another store).
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    if experiment_id is None:
+        experiment_id = store.call(client.get_run, run_id).info.experiment_id
+    logged = store.call(client.create_logged_model, experiment_id, name=name, source_run_id=run_id,
+                        params={k: str(v)[:1000] for k, v in (params or {}).items()} or None,
+                        model_type="classifier")
+    status = LoggedModelStatus.FAILED
+    try:
+        step = max([0] + [s for _, s in (metrics or {}).values()])
+        store.call(client.log_outputs, run_id, [LoggedModelOutput(logged.model_id, step=step)])
+        with tempfile.TemporaryDirectory(prefix="mnist-estimators-model-") as tmp:
+            path = Path(tmp) / "model"
+            mlflow.sklearn.save_model(
+                model, path, serialization_format="cloudpickle", signature=signature,
+                pip_requirements=pip_requirements(), code_paths=[str(Path(__file__).parents[1])],
+                mlflow_model=Model(artifact_path=logged.artifact_location, run_id=run_id,
+                                   model_uuid=logged.model_id, model_id=logged.model_id))
+            store.call(client.log_model_artifacts, logged.model_id, str(path))
+        status = LoggedModelStatus.READY
+    finally:
+        store.call(client.finalize_logged_model, logged.model_id, status)
+    if metrics:
+        stamp = int(time.time() * 1000)
+        ds_name, ds_digest = dataset or (None, None)
+        store.call(client.log_batch, run_id, metrics=[
+            Metric(k, float(v), stamp, s, model_id=logged.model_id, dataset_name=ds_name,
+                   dataset_digest=ds_digest) for k, (v, s) in metrics.items()])
+    uri = f"models:/{logged.model_id}"
+    if registered_model_name:
+        import mlflow
 
-    with _use_tracking_uri(client.tracking_uri):
-        info = store.call(
-            mlflow.sklearn.log_model, model, name="model", serialization_format="cloudpickle",
-            signature=signature, pip_requirements=pip_requirements(), run_id=run_id,
-            code_paths=[str(Path(__file__).parents[1])], model_id=logged.model_id,
-            registered_model_name=registered_model_name)
-    store.call(client.set_tag, run_id, "model_uri", f"runs:/{run_id}/model")
-    return info
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+        with _use_tracking_uri(client.tracking_uri), store.quiet_mlflow():
+            store.call(mlflow.register_model, uri, registered_model_name)
+    store.call(client.set_tag, run_id, "model_uri", uri)
+    return uri
 
 
 # --------------------------------------------------------------------------- figures
@@ -80,7 +122,7 @@ def log_model(client, run_id, model, X=None, registered_model_name=None, params=
 
 def render_figures(data, kind="basic", embedding="pca"):
     """The run's figures from ``data`` (history, validation labels and predictions, weight
-    snapshots, activations): name -> matplotlib Figure.
+    snapshots, activations): name -> matplotlib Figure or PIL image.
 
     "basic": the confusion matrix and the misclassified digits. "all" adds the learning curves
     (the MLflow UI charts every per-epoch metric already; rendering them costs ~70 ms a fit),
@@ -105,9 +147,15 @@ def render_figures(data, kind="basic", embedding="pca"):
 
 
 def log_figures(client, run_id, figures):
+    """Log each figure (a matplotlib Figure or a PIL image) as ``figures/NAME``."""
+    from matplotlib.figure import Figure
+
     for name, fig in figures.items():
-        store.call(client.log_figure, run_id, fig, f"figures/{name}",
-                   save_kwargs={"dpi": 80, "pil_kwargs": {"compress_level": 1}})
+        if isinstance(fig, Figure):
+            store.call(client.log_figure, run_id, fig, f"figures/{name}",
+                       save_kwargs={"dpi": 80, "pil_kwargs": {"compress_level": 1}})
+        else:
+            store.call(client.log_image, run_id, fig, artifact_file=f"figures/{name}")
 
 
 # --------------------------------------------------------------------------- the outbox
@@ -196,7 +244,8 @@ def _upload_one(path, record, tracking_uri):
         store.call(client.log_batch, run_id, metrics=metrics[i:i + 900])
     example = record.get("input_example")
     X = None if example is None else np.asarray(example["data"], dtype=example["dtype"])
-    log_model(client, run_id, model, X, params=record.get("params"))
+    log_model(client, run_id, model, X, params=record.get("params"),
+              name=record.get("model_name", "model"))
     store.call(client.set_tag, run_id, "mnist_estimators.uploaded_from", str(model_file))
     store.call(client.set_terminated, run_id, record.get("status", "FINISHED"),
                end_time=record.get("end_time"))

@@ -123,7 +123,11 @@ class MlflowRunLogger(MlflowLogger):
             value = logs[key]
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
                 continue
-            values["epoch_time_s" if key == "dur" else key] = value
+            # "epoch/": the MLflow UI puts charts in sections by metric prefix, prefixed
+            # sections in alphabetical order and unprefixed metrics last, so the curves go
+            # under "epoch/" and the one-value results under "summary/" (run.finish): the
+            # curves lead, and a test accuracy logged later sits apart.
+            values["epoch/" + ("time_s" if key == "dur" else key)] = value
         self.run_.log_metrics(values, step=len(net.history))
         if self.options_["log_model"]:  # the weights after the last finished epoch: what an
             self.last_state_ = {k: v.detach().to("cpu", copy=True)  # interrupted fit keeps
@@ -188,6 +192,7 @@ class MlflowRunLogger(MlflowLogger):
             kept = run.finish(status, model, summary, figures, description,
                               example=None if self.raw_X_ is None else np.asarray(self.raw_X_)[:5],
                               error=error, registered_name=options["register_as"])
+            net.last_model_uri_ = run.model_uri  # models:/ID, or None when it was not logged
             if status == "KILLED" and run.run_id is not None:
                 where = (f"kept in {kept}" if kept else "logged with the run") if model is not None \
                     else "not kept (no epoch had finished)" if options["log_model"] else "not logged"

@@ -9,6 +9,7 @@ metrics are still recorded in memory, and at the end the model is saved to the l
 from __future__ import annotations
 
 import atexit
+import json
 import time
 
 import numpy as np
@@ -17,6 +18,7 @@ from . import artifacts, store
 from .context import TrackingError
 from .report import warn
 
+FLUSH_EVERY_S = 2.0  # epoch metrics wait at most this long before they are sent (log_metrics)
 _NOISY_PARAMS = ("verbose", "callbacks", "iterator_valid", "dataset", "predict_nonlinearity",
                  "use_caching", "torch_load_kwargs", "compile", "tracking", "tracking_options")
 _NOISY_CALLBACKS = ("print_log", "epoch_timer", "train_loss", "valid_loss", "valid_acc",
@@ -58,11 +60,12 @@ class FitRun:
     def __init__(self, context, options):
         self.context = context
         self.options = options
-        self.client = self.run_id = None
+        self.client = self.run_id = self.dataset = self.model_uri = None
         self.broken = None       # (what failed, the exception), once tracking has failed
         self.record = {}         # what the outbox needs if the run cannot be completed
         self.metrics = []        # every metric logged, as (key, value, step, timestamp)
-        self.started = time.time()
+        self.started = self.last_sent = time.time()
+        self.unsent = []         # metrics not sent yet (see log_metrics)
 
     # -- failure handling
     def _safe(self, what, fn, *args, **kwargs):
@@ -84,7 +87,8 @@ class FitRun:
     # -- start
     def start(self, net, X_raw, y_raw, pipeline, position, source):
         """Open the store and create the run with its tags, params and dataset."""
-        self.record = {"estimator": type(net).__name__, "start_time": int(self.started * 1000)}
+        self.record = {"estimator": type(net).__name__, "start_time": int(self.started * 1000),
+                       "model_name": artifacts.model_name(net)}
         self._describe(net, X_raw, pipeline, position, source)  # kept for the outbox too
         self._safe("opening the store", self._open)
         self._safe("starting the run", self._start, X_raw, y_raw, source)
@@ -125,6 +129,14 @@ class FitRun:
         tags.update({str(k): str(v) for k, v in (self.options["tags"] or {}).items()})
         tags = resolve_tags(tags)
         params = flat_params(net)
+        # What a person sets and searches is the constructor's own parameters; the rest is the
+        # deep expansion of the net's internal callbacks (``callbacks__lr_scheduler__T_max``).
+        # Kept, in one tag, so that they do not sit between ``batch_size`` and ``dropout`` in
+        # the params table and the compare view.
+        shallow = set(net.get_params(deep=False))
+        internals = {k: params.pop(k) for k in list(params) if k not in shallow}
+        if internals:
+            tags["mnist_estimators.internal_params"] = json.dumps(internals, sort_keys=True)[:5000]
         if pipeline is not None:
             params["pipeline.steps"] = " -> ".join(
                 f"{name}:{type(step).__name__}" for name, step in pipeline.steps)[:1000]
@@ -134,16 +146,19 @@ class FitRun:
         self.record.update(tags=tags, params=params)
 
     def _start(self, X_raw, y_raw, source):
-        from mlflow.entities import Param
+        from mlflow.entities import DatasetInput, InputTag, Param
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        tags, params = self.record["tags"], self.record["params"]
+        ds = self._dataset(X_raw, y_raw, source)
+        tags, params = {**self.record["tags"], "data.digest": ds.digest}, self.record["params"]
         run = store.call(self.client.create_run, self.record["experiment_id"],
                          start_time=self.record["start_time"], tags=tags)
         self.run_id = self.record["run_id"] = run.info.run_id
         items = [Param(k, v) for k, v in sorted(params.items())]
         for i in range(0, len(items), 90):  # MLflow takes at most 100 params per batch
             store.call(self.client.log_batch, self.run_id, params=items[i:i + 90])
-        self._log_dataset(X_raw, y_raw, source)
+        store.call(self.client.log_inputs, self.run_id, datasets=[DatasetInput(
+            ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])])
         if self.options["system_metrics"]:
             try:
                 self._start_system_metrics()
@@ -151,12 +166,12 @@ class FitRun:
                 warn(f"MLflow system metrics could not start ({type(exc).__name__}: {exc}); "
                      "the run is logged without them", exc)
 
-    def _log_dataset(self, X, y, source):
+    def _dataset(self, X, y, source):
+        """The training data as an MLflow dataset (named by where it came from, with its
+        digest); kept as ``self.dataset`` (name, digest) for the model's metrics."""
         import warnings
 
         import mlflow.data
-        from mlflow.entities import DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         name = {"folder": "mnist", "cache": "mnist", "download": "mnist", "sample": "mnist-sample",
                 "csv": "mnist-csv"}.get(source["kind"], "arrays")
@@ -170,10 +185,9 @@ class FitRun:
                                     "interpreted in multiple ways")
             ds = mlflow.data.from_numpy(np.asarray(X), targets=np.asarray(y),
                                         name=f"{name}-{source.get('subset', 'train')}", source=path)
-        store.call(self.client.log_inputs, self.run_id, datasets=[DatasetInput(
-            ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])])
-        store.call(self.client.set_tag, self.run_id, "data.digest", ds.digest)
         self.dataset_name = ds.name
+        self.dataset = (ds.name, ds.digest)
+        return ds
 
     def _start_system_metrics(self):
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -185,16 +199,29 @@ class FitRun:
             self.monitor.start()
 
     # -- during training
-    def log_metrics(self, values, step):
-        """One batched call per epoch (a few ms against a SQLite store; an epoch takes seconds)."""
-        from mlflow.entities import Metric
+    def log_metrics(self, values, step, flush=False, tags=None):
+        """Record one epoch's ``values``; send what is waiting in one batch when the last send
+        is ``FLUSH_EVERY_S`` old, or when ``flush`` (the end of the fit, with ``tags``).
 
+        A batch costs ~10 ms on a SQLite store whatever its size: short epochs (a search's
+        folds, a small model) share one, and an epoch of more than ``FLUSH_EVERY_S`` is sent
+        as soon as it ends, so that the MLflow UI follows a long fit live.
+        """
         stamp = int(time.time() * 1000)
         rows = [(k, float(v), step, stamp) for k, v in values.items()]
         self.metrics += rows
-        if self.active:
-            self._safe("logging epoch metrics", store.call, self.client.log_batch, self.run_id,
-                       metrics=[Metric(k, v, ts, s) for k, v, s, ts in rows], synchronous=True)
+        self.unsent += rows
+        if self.active and (flush or time.time() - self.last_sent >= FLUSH_EVERY_S):
+            self._send(tags)
+
+    def _send(self, tags=None):
+        from mlflow.entities import Metric, RunTag
+
+        rows, self.unsent = self.unsent, []
+        self.last_sent = time.time()
+        self._safe("logging metrics", store.call, self.client.log_batch, self.run_id,
+                   metrics=[Metric(k, v, ts, s) for k, v, s, ts in rows],
+                   tags=[RunTag(k, v) for k, v in (tags or {}).items()], synchronous=True)
 
     # -- end
     def finish(self, status, model, summary, figures=None, description=None, example=None,
@@ -204,18 +231,22 @@ class FitRun:
         Returns the path of the local copy, if one had to be made."""
         from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
-        self.log_metrics(summary, step=max([m[2] for m in self.metrics] + [0]))
-        if error is not None and self.active:
-            self._safe("tagging the error", store.call, self.client.set_tag, self.run_id,
-                       "error", f"{type(error).__name__}: {error}"[:5000])
+        summary = {f"summary/{k}": v for k, v in summary.items()}  # see MlflowRunLogger
+        tags = {} if description is None else {MLFLOW_RUN_NOTE: description}
+        if error is not None:
+            tags["error"] = f"{type(error).__name__}: {error}"[:5000]
+        # the epochs not sent yet, the summary, the description and the error: one batch
+        self.log_metrics(summary, step=max([m[2] for m in self.metrics] + [0]), flush=True,
+                         tags=tags)
         if figures and self.active:
             self._safe("logging figures", artifacts.log_figures, self.client, self.run_id, figures())
         if model is not None and self.active:
-            self._safe("logging the model", artifacts.log_model, self.client, self.run_id, model,
-                       example, registered_name, self.record.get("params"))
-        if description and self.active:
-            self._safe("writing the description", store.call, self.client.set_tag, self.run_id,
-                       MLFLOW_RUN_NOTE, description)
+            step = max([m[2] for m in self.metrics] + [0])
+            self.model_uri = self._safe(
+                "logging the model", artifacts.log_model, self.client, self.run_id, model,
+                example, registered_name, self.record.get("params"),
+                name=self.record["model_name"], experiment_id=self.record["experiment_id"],
+                metrics={k: (v, step) for k, v in summary.items()}, dataset=self.dataset)
         monitor = getattr(self, "monitor", None)
         if monitor is not None:
             with store.quiet_mlflow():

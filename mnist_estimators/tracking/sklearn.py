@@ -195,7 +195,8 @@ class ParentRun:
 
     def log_model(self, model, X=None):
         """Log a fitted estimator or pipeline as this run's MLflow model."""
-        artifacts.log_model(self.client, self.run_id, model, X)
+        return artifacts.log_model(self.client, self.run_id, model, X,
+                                   name=artifacts.model_name(model))
 
     def count_fits(self, fallback_dir="models/unlogged"):
         """Log ``n_fits_logged`` and ``n_fits_fallback`` (children kept in the outbox), and tell
