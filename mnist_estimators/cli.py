@@ -145,7 +145,6 @@ def _pipeline(name, params):
 def cmd_tune(args):
     import optuna
 
-    from . import tracking
     from .search import tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one progress line per trial is ours
@@ -302,6 +301,41 @@ def cmd_runs(args):
     return 1 if failed else 0
 
 
+def cmd_experiment(args):
+    from .experiments import runner, spec
+
+    if args.action == "list":
+        for name, path in spec.available().items():
+            exp = spec.load(path)
+            print(f"{name:34} seed {exp.source:5} {'/'.join(sorted(exp.protocols)):22} {exp.title}")
+        return 0
+    if not args.name:
+        raise CLIError(f"experiment {args.action} needs NAME (or a .toml file); "
+                       "`mnist-estimators experiment list` shows them")
+    if args.action == "run":
+        result = runner.run(args.name, protocol=args.protocol, n_seeds=args.seeds,
+                            n_jobs=args.n_jobs, backend=args.backend, scheduler=args.scheduler,
+                            force=args.force, data_home=args.data_home,
+                            progress=not args.quiet)
+        print(f"{len(result.ran)} cell(s) run, {result.skipped} already done "
+              f"(parent run {result.parent_run_id})", file=sys.stderr)
+        report = result.report
+    else:
+        from .experiments import report as rep
+
+        report = rep.rebuild(args.name, args.protocol)
+    if report is None:
+        print("tracking is off: no report (it is built from the MLflow store)", file=sys.stderr)
+        return 0
+    if args.output:
+        from .experiments import report as rep
+
+        rep.write(report, args.output)
+        print(f"report written to {args.output}", file=sys.stderr)
+    print(report.markdown)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="mnist-estimators", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -383,6 +417,23 @@ def build_parser():
                    help="with upload: the fallback folder (default: models/unlogged)")
     p.add_argument("--tracking-uri", help="with upload: log there instead of each model's own store")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("experiment", help="the seeds' studies (pipelines/experiments): list, "
+                       "run (resumable, parallel, on Dask), report from the store")
+    p.add_argument("action", choices=["list", "run", "report"])
+    p.add_argument("name", nargs="?", help="an experiment's name, or a .toml file of your own")
+    p.add_argument("--protocol", choices=["quick", "fast", "faithful"], default="fast")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per value (default: the "
+                   "experiment's, 5)")
+    p.add_argument("--n-jobs", type=int, default=1, help="cells at once on this machine (loky)")
+    p.add_argument("--backend", choices=["loky", "dask"], default="loky")
+    p.add_argument("--scheduler", help="with --backend dask: the scheduler address "
+                   "(tcp://host:8786); default: a local cluster")
+    p.add_argument("--force", action="store_true", help="rerun the cells already done")
+    p.add_argument("--output", help="also write report.md and its figures to this folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    data_args(p)
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("predict", help="labels for images (PNG/JPEG files or folders) or a CSV")
     p.add_argument("model")

@@ -31,6 +31,17 @@ def write_idx(path, array, gz=None):
     return Path(path)
 
 
+def write_sample_mnist(folder):
+    """A folder in the MNIST layout holding the tests' real digits (X_TRAIN as train, X_TEST
+    as test): a small data home for commands that read MNIST from disk."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, X, y in (("train", X_TRAIN, Y_TRAIN), ("t10k", X_TEST, Y_TEST)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", X.reshape(-1, 28, 28))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+    return folder
+
+
 def write_idx_folder(folder, n_train=30, n_test=10, gz=True, side=28, seed=0):
     """A folder in the MNIST layout holding random images and labels; returns the arrays."""
     rng = np.random.default_rng(seed)

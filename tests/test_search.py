@@ -144,15 +144,9 @@ def test_bad_arguments():
 
 
 def _digits(tmp_path):
-    from conftest import write_idx
+    from conftest import write_sample_mnist
 
-    folder = tmp_path / "digits"
-    folder.mkdir()
-    write_idx(folder / "train-images-idx3-ubyte.gz", X_TRAIN.reshape(-1, 28, 28))
-    write_idx(folder / "train-labels-idx1-ubyte.gz", Y_TRAIN)
-    write_idx(folder / "t10k-images-idx3-ubyte.gz", X_TEST.reshape(-1, 28, 28))
-    write_idx(folder / "t10k-labels-idx1-ubyte.gz", Y_TEST)
-    return folder
+    return write_sample_mnist(tmp_path / "digits")
 
 
 def test_cli_tune_prints_progress_and_resumes(tmp_path, store, capsys):

@@ -48,7 +48,8 @@ from .store import open_store, reap, resolve_uri
 __all__ = [
     "DEFAULT_EXPERIMENT", "DEFAULT_OPTIONS", "ENV_SWITCH", "MlflowRunLogger", "ParentRun",
     "RunContext", "TrackingError", "TrackingWarning", "WeightSnapshots", "autolog",
-    "capture_context", "flush", "is_enabled", "log_value", "new_parent_run", "open_store", "parent_run",
+    "capture_context", "flush", "is_enabled", "log_results", "log_value", "new_parent_run",
+    "open_store", "parent_run",
     "pending", "reap", "register", "resolve_options", "resolve_uri", "set_tracking", "upload",
 ]
 
@@ -66,10 +67,26 @@ def flush():
 
 def log_value(run_id, key, value):
     """Log one more metric on a finished fit's run (a test score, an Optuna value)."""
-    client = open_store(*resolve_uri())
+    log_results(run_id, {key: value})
+
+
+def log_results(run_id, metrics=None, tags=None, context=None):
+    """Log metrics and tags on a finished fit's run, in one batch, in the store of ``context``
+    (the fit's ``tracking_context_``, for a fit made in a worker) or this process's store."""
+    import time
+
+    from mlflow.entities import Metric, RunTag
+
     from .store import call
 
-    call(client.log_metric, run_id, key, float(value))
+    if context is not None and context.tracking_uri:
+        client = open_store(context.tracking_uri, context.artifact_root)
+    else:
+        client = open_store(*resolve_uri())
+    stamp = int(time.time() * 1000)
+    call(client.log_batch, run_id,
+         metrics=[Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()],
+         tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
 
 def register(run_id, name, alias=None):

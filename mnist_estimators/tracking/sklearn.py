@@ -84,10 +84,15 @@ def parent_run(run_name=None, experiment=None, tags=None, run_id=None, data_sour
             parent.count_fits()
         except Exception as exc:  # noqa: BLE001
             warn(f"could not count the fits of parent run {run.info.run_id}: {exc}", exc)
-        if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.info.run_id:
-            mlflow.end_run(status)
-        else:
-            store.call(client.set_terminated, run.info.run_id, status)
+        try:  # retried like every write: another process may hold the store for a moment
+            if mlflow.active_run() is not None and mlflow.active_run().info.run_id == run.info.run_id:
+                store.call(mlflow.end_run, status)
+            else:
+                store.call(client.set_terminated, run.info.run_id, status)
+        except Exception as exc:  # noqa: BLE001 - never hide the exception that ended the block
+            warn(f"MLflow could not mark parent run {run.info.run_id} {status} "
+                 f"({type(exc).__name__}: {exc}); `mnist-estimators runs reap` ends it once this "
+                 "process has exited", exc)
 
 
 def new_parent_run(run_name=None, experiment=None, tags=None):

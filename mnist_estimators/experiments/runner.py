@@ -1,0 +1,259 @@
+"""Run an experiment's cells: one MLflow parent run per experiment and protocol, one child run
+per cell (value x seed), on this machine's cores (joblib's loky) or on a Dask cluster (joblib's
+Dask backend). A cell whose run already holds its result is not run again, so the same command
+after Ctrl-C, a crash or a lost worker finishes only the missing cells.
+
+    result = run("seed004-init", protocol="fast", n_jobs=2)
+    result.report.markdown
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .spec import Experiment, ExperimentError, load
+
+BACKENDS = ("loky", "dask")
+TAG = "experiment."            # the prefix of this module's run tags
+DONE = ("ok", "diverged")      # outcomes that are results: a rerun would give the same
+
+
+@dataclass
+class RunResult:
+    experiment: Experiment
+    protocol: str
+    parent_run_id: str | None
+    ran: list = field(default_factory=list)        # rows of the cells run now
+    skipped: int = 0                                # cells already done in the store
+    report: object = None                           # report.Report, when tracking is on
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_data(exp, protocol, data_home=None):
+    """The protocol's training and test images: ``train_size`` (``test_size``) drawn from MNIST
+    train (test), stratified, the same draw for every cell and run (seed 0)."""
+    from sklearn.model_selection import train_test_split
+
+    from ..data import load_mnist
+
+    spec = exp.protocol(protocol)
+    X, y = load_mnist("train", data_home=data_home)
+    Xt, yt = load_mnist("test", data_home=data_home)
+
+    def draw(X, y, n, what):
+        if n is None or n >= len(y):
+            return X, y
+        if n < 10 * len(np.unique(y)):
+            raise ExperimentError(f"{exp.path}: protocols.{protocol}.{what} = {n} is too small "
+                                  "to hold every class")
+        keep, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=0)
+        keep.sort()
+        return X[keep], y[keep]
+
+    return (*draw(X, y, spec.get("train_size"), "train_size"),
+            *draw(Xt, yt, spec.get("test_size"), "test_size"))
+
+
+# --------------------------------------------------------------------------- one cell
+
+
+def run_cell(estimator, cell, X, y, X_test, y_test, threads):
+    """Fit one cell where joblib puts it (this process, a loky worker, a Dask worker) and put
+    its result on its run: test and train accuracy and ``experiment.outcome``. A fit that
+    diverges is a result (the seeds' "overflow"), not an error; any other failure is recorded
+    as "failed" and the next run of the experiment tries the cell again."""
+    import torch
+
+    from .. import tracking
+    from ..training import TrainingDivergedError
+
+    torch.set_num_threads(threads)  # n_jobs workers share the cores instead of oversubscribing
+    net = estimator[-1] if hasattr(estimator, "steps") else estimator
+    start = time.perf_counter()
+    outcome, error, metrics = "ok", "", {}
+    try:
+        estimator.fit(X, y)
+        metrics["test_accuracy"] = float(estimator.score(X_test, y_test))
+        n = min(len(y), 10_000)  # the training figure, on a fixed share of the training set
+        metrics["train_accuracy"] = float(estimator.score(X[:n], y[:n]))
+    except TrainingDivergedError as exc:
+        outcome, error = "diverged", str(exc)
+    except Exception as exc:  # noqa: BLE001 - one cell's failure must not stop the others
+        outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+    row = {"cell_id": cell.id, "value": cell.value, "seed": cell.seed, "outcome": outcome,
+           "error": error, "seconds": time.perf_counter() - start, **metrics,
+           "run_id": getattr(net, "last_run_id_", None)}
+    if row["run_id"]:
+        tracking.log_results(row["run_id"], metrics, {TAG + "outcome": outcome},
+                             context=getattr(net, "tracking_context_", None))
+    return row
+
+
+# --------------------------------------------------------------------------- the experiment
+
+
+def run(experiment, protocol="fast", n_seeds=None, n_jobs=1, backend="loky", scheduler=None,
+        force=False, data_home=None, progress=True, connect_timeout=10):
+    """Run the cells of ``experiment`` (a name, a ``.toml`` path or an ``Experiment``) under
+    ``protocol`` that are not done yet (all of them with ``force``); then rebuild its report
+    from the store and log it on the parent run. Returns a ``RunResult``.
+
+    Everything that can be checked is checked before any training: the experiment, protocol
+    and seeds, the backend and the Dask scheduler (reached within ``connect_timeout``), the
+    tracking store.
+    """
+    from sklearn.base import clone
+
+    from .. import tracking
+
+    exp = experiment if isinstance(experiment, Experiment) else load(experiment)
+    cells = exp.cells(protocol, n_seeds)
+    if backend not in BACKENDS:
+        raise ExperimentError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if n_jobs < 1:
+        raise ExperimentError(f"n_jobs must be at least 1, got {n_jobs}")
+    client = _dask_client(scheduler, connect_timeout) if backend == "dask" else None
+    try:
+        store = _check_store() if tracking.is_enabled() else None
+        data = load_data(exp, protocol, data_home)
+        parent_id = _find_parent(store, exp, protocol) if store else None
+        tags = {TAG + "name": exp.name, TAG + "protocol": protocol, TAG + "source": exp.source,
+                TAG + "parent": "true", TAG + "file": str(exp.path),
+                **{_tag_key(f"seed.{k}"): v for k, v in exp.seed_reported.items()}}
+        result = RunResult(exp, protocol, parent_id)
+        with tracking.parent_run(f"{exp.name} · {protocol}", experiment=exp.name, tags=tags,
+                                 run_id=parent_id) as parent:
+            result.parent_run_id = parent.run_id if parent is not None else None
+            done = set() if force or parent is None else _done_cells(store, parent.run_id)
+            todo = [c for c in cells if c.id not in done]
+            result.skipped = len(cells) - len(todo)
+            # cloned here, inside the parent run: each clone carries the parent's context to
+            # the process that fits it (see tracking.capture_context)
+            jobs = [(clone(_with_run_options(exp.build(c), c)), c) for c in todo]
+            result.ran = _execute(jobs, data, n_jobs, backend, progress, exp, protocol,
+                                  result.skipped, len(cells))
+            if parent is not None:
+                from . import report
+
+                result.report = report.build(store, parent.run_id, exp, protocol)
+                report.log(store, parent.run_id, result.report)
+        return result
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _tag_key(key):
+    """MLflow tag keys allow letters, digits and ``_-. /`` only (a label may be "U(0,1)")."""
+    import re
+
+    return re.sub(r"[^\w\-. /]", "_", key)[:250]
+
+
+def _with_run_options(estimator, cell):
+    net = estimator[-1] if hasattr(estimator, "steps") else estimator
+    net.set_params(tracking_options={
+        **(net.tracking_options or {}), "run_name": cell.name,
+        "tags": {TAG + "cell_id": cell.id, TAG + "value": cell.value, TAG + "seed": cell.seed,
+                 TAG + "name": cell.experiment, TAG + "protocol": cell.protocol}})
+    return estimator
+
+
+def _execute(jobs, data, n_jobs, backend, progress, exp, protocol, skipped, total):
+    """Run ``jobs`` with joblib, in completion order, with a progress bar (cells done and to
+    go, ETA). Returns the rows."""
+    import joblib
+    from tqdm.auto import tqdm
+
+    if not jobs:
+        return []
+    threads = max(1, (os.cpu_count() or 1) // n_jobs) if backend == "loky" else 1
+    bar = tqdm(total=total, initial=skipped, unit="cell", disable=not progress,
+               desc=f"{exp.name} · {protocol}", dynamic_ncols=True)
+    rows = []
+    tasks = (joblib.delayed(run_cell)(est, cell, *data, threads) for est, cell in jobs)
+    with joblib.parallel_config(backend=backend, n_jobs=n_jobs if backend == "loky" else -1):
+        for row in joblib.Parallel(return_as="generator_unordered")(tasks):
+            rows.append(row)
+            bar.update(1)
+            if row["outcome"] == "failed":
+                bar.write(f"cell {row['value']} · seed {row['seed']} failed: {row['error']}")
+    bar.close()
+    return rows
+
+
+def _dask_client(scheduler, timeout):
+    """A ``dask.distributed`` client of ``scheduler`` (an address; None starts a LocalCluster),
+    or an error naming the address when it cannot be reached within ``timeout`` seconds."""
+    try:
+        from dask.distributed import Client
+    except ImportError as exc:
+        raise ExperimentError("backend 'dask' needs dask.distributed (a dependency of "
+                              "mnist-estimators: reinstall it)") from exc
+    if scheduler is None:
+        return Client(processes=True, threads_per_worker=1)
+    try:
+        return Client(scheduler, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise ExperimentError(f"The Dask scheduler at {scheduler} could not be reached within "
+                              f"{timeout} s ({type(exc).__name__}: {exc}); start one with "
+                              "`dask scheduler` or check the address") from exc
+
+
+def _check_store():
+    """This process's MLflow store, opened (and checked reachable, for a server) before any
+    training: a server that is down is an error that names it and the local fallback."""
+    from .. import tracking
+    from ..tracking import store as st
+
+    uri, root = tracking.resolve_uri()
+    try:
+        client = tracking.open_store(uri, root)
+        if st.is_remote(uri):
+            st.check_reachable(uri)
+    except Exception as exc:
+        raise ExperimentError(
+            f"The MLflow tracking store {uri} cannot be used ({type(exc).__name__}: {exc}). "
+            "Start it, or unset MLFLOW_TRACKING_URI to use the local ./mlruns store, or run "
+            "with tracking off (MNIST_ESTIMATORS_TRACKING=0: then nothing is resumable)") from exc
+    return client
+
+
+def _find_parent(client, exp, protocol):
+    """The latest parent run of this experiment and protocol, to resume, or None."""
+    from ..tracking import store as st
+
+    found = st.call(client.get_experiment_by_name, exp.name)
+    if found is None:
+        return None
+    runs = st.call(client.search_runs, [found.experiment_id],
+                   filter_string=f"tags.`{TAG}parent` = 'true' and "
+                                 f"tags.`{TAG}protocol` = '{protocol}'",
+                   order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def _done_cells(client, parent_run_id):
+    """Ids of the cells with a result under ``parent_run_id``: a FINISHED run with outcome
+    "ok", or a run whose fit diverged."""
+    from ..tracking import store as st
+
+    exp_id = st.call(client.get_run, parent_run_id).info.experiment_id
+    done, token = set(), None
+    while True:
+        page = st.call(client.search_runs, [exp_id],
+                       filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                       max_results=1000, page_token=token)
+        for r in page:
+            outcome = r.data.tags.get(TAG + "outcome")
+            if (outcome == "ok" and r.info.status == "FINISHED") or outcome == "diverged":
+                done.add(r.data.tags.get(TAG + "cell_id"))
+        token = page.token
+        if not token:
+            return done
