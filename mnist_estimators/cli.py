@@ -310,8 +310,14 @@ def cmd_experiment(args):
             print(f"{name:34} seed {exp.source:5} {'/'.join(sorted(exp.protocols)):22} {exp.title}")
         return 0
     if not args.name:
-        raise CLIError(f"experiment {args.action} needs NAME (or a .toml file); "
+        raise CLIError(f"experiment {args.action} needs NAME (or a .toml file, or all); "
                        "`mnist-estimators experiment list` shows them")
+    if args.name == "all":  # every packaged experiment, one after the other
+        for name in spec.available():
+            one = argparse.Namespace(**{**vars(args), "name": name, "output": args.output and
+                                        str(Path(args.output) / f"{name}-{args.protocol}")})
+            cmd_experiment(one)
+        return 0
     if args.action == "run":
         result = runner.run(args.name, protocol=args.protocol, n_seeds=args.seeds,
                             n_jobs=args.n_jobs, backend=args.backend, scheduler=args.scheduler,
@@ -421,7 +427,8 @@ def build_parser():
     p = sub.add_parser("experiment", help="the seeds' studies (pipelines/experiments): list, "
                        "run (resumable, parallel, on Dask), report from the store")
     p.add_argument("action", choices=["list", "run", "report"])
-    p.add_argument("name", nargs="?", help="an experiment's name, or a .toml file of your own")
+    p.add_argument("name", nargs="?", help="an experiment's name, a .toml file of your own, or "
+                   "all (every packaged experiment, in turn)")
     p.add_argument("--protocol", choices=["quick", "fast", "faithful"], default="fast")
     p.add_argument("--seeds", type=int, default=None, help="seeds per value (default: the "
                    "experiment's, 5)")
@@ -430,7 +437,8 @@ def build_parser():
     p.add_argument("--scheduler", help="with --backend dask: the scheduler address "
                    "(tcp://host:8786); default: a local cluster")
     p.add_argument("--force", action="store_true", help="rerun the cells already done")
-    p.add_argument("--output", help="also write report.md and its figures to this folder")
+    p.add_argument("--output", help="also write report.md and its figures to this folder "
+                   "(with all: a folder per experiment in it)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     data_args(p)
     p.set_defaults(func=cmd_experiment)

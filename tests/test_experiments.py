@@ -242,3 +242,20 @@ def test_experiment_list_names_each_with_its_seed(capsys):
     assert main(["experiment", "list"]) == 0
     out = capsys.readouterr().out
     assert "seed004-init" in out and "seed 004" in out
+
+
+def test_run_all_runs_every_experiment_of_the_folder_in_turn(workdir, monkeypatch, capsys):
+    from mnist_estimators.cli import main
+
+    # the packaged folder, swapped for one holding the two small experiments
+    folder = workdir / "suite"
+    folder.mkdir()
+    (folder / "one.toml").write_text(ONE_AXIS)
+    (folder / "two.toml").write_text(TWO_AXES)
+    monkeypatch.setattr(spec, "folder", lambda: folder)
+    assert main(["experiment", "run", "all", "--protocol", "quick", "--seeds", "1", "-q",
+                 "--output", "reports"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n# ") + out.startswith("# ") == 2  # two reports
+    for name in ("t-activation", "t-softmax-grid"):
+        assert (workdir / "reports" / f"{name}-quick" / "report.md").is_file()

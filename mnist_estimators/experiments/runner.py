@@ -99,10 +99,14 @@ def run_cell(estimator, cell, X, y, X_test, y_test, threads):
 
 
 def run(experiment, protocol="fast", n_seeds=None, n_jobs=1, backend="loky", scheduler=None,
-        force=False, data_home=None, progress=True, connect_timeout=10):
+        force=False, data_home=None, progress=True, connect_timeout=10, threads=None):
     """Run the cells of ``experiment`` (a name, a ``.toml`` path or an ``Experiment``) under
     ``protocol`` that are not done yet (all of them with ``force``); then rebuild its report
     from the store and log it on the parent run. Returns a ``RunResult``.
+
+    ``threads``: torch threads per cell; by default this machine's cores shared among the
+    ``n_jobs`` loky workers, and 1 on Dask (give each worker as many processes as cores).
+    Results depend on it in the last digits: compare runs made with the same value.
 
     Everything that can be checked is checked before any training: the experiment, protocol
     and seeds, the backend and the Dask scheduler (reached within ``connect_timeout``), the
@@ -136,8 +140,10 @@ def run(experiment, protocol="fast", n_seeds=None, n_jobs=1, backend="loky", sch
             # cloned here, inside the parent run: each clone carries the parent's context to
             # the process that fits it (see tracking.capture_context)
             jobs = [(clone(_with_run_options(exp.build(c), c)), c) for c in todo]
+            if threads is None:
+                threads = max(1, (os.cpu_count() or 1) // n_jobs) if backend == "loky" else 1
             result.ran = _execute(jobs, data, n_jobs, backend, progress, exp, protocol,
-                                  result.skipped, len(cells))
+                                  result.skipped, len(cells), threads)
             if parent is not None:
                 from . import report
 
@@ -165,7 +171,7 @@ def _with_run_options(estimator, cell):
     return estimator
 
 
-def _execute(jobs, data, n_jobs, backend, progress, exp, protocol, skipped, total):
+def _execute(jobs, data, n_jobs, backend, progress, exp, protocol, skipped, total, threads):
     """Run ``jobs`` with joblib, in completion order, with a progress bar (cells done and to
     go, ETA). Returns the rows."""
     import joblib
@@ -173,7 +179,6 @@ def _execute(jobs, data, n_jobs, backend, progress, exp, protocol, skipped, tota
 
     if not jobs:
         return []
-    threads = max(1, (os.cpu_count() or 1) // n_jobs) if backend == "loky" else 1
     bar = tqdm(total=total, initial=skipped, unit="cell", disable=not progress,
                desc=f"{exp.name} · {protocol}", dynamic_ncols=True)
     rows = []

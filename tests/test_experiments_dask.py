@@ -1,0 +1,106 @@
+"""The experiment suite on a Dask cluster, as on several machines: a ``LocalCluster`` of two
+worker processes, every worker logging to one real ``mlflow server`` on PostgreSQL (a SQLite
+file cannot be shared between machines), compared cell for cell with a serial run."""
+
+import os
+import sys
+import uuid
+
+import mlflow
+import pytest
+
+from mnist_estimators.experiments import runner
+
+from conftest import write_sample_mnist
+from test_tracking_server import free_port, start, stop
+
+pytestmark = pytest.mark.tracking
+
+POSTGRES = os.environ.get("MNIST_ESTIMATORS_TEST_POSTGRES_MLFLOW",
+                          "postgresql+psycopg://mnist:mnist@127.0.0.1:5432/mlflow")
+
+EXPERIMENT = """
+name = "{name}"
+title = "dask against serial"
+estimator = "mlp"
+seeds = 2
+[base]
+hidden_sizes = [16]
+batch_size = 64
+[[axes]]
+param = "lr"
+values = [0.001, 0.003]
+[protocols.quick]
+params = {{ max_epochs = 2 }}
+train_size = 300
+test_size = 200
+"""
+
+
+@pytest.fixture
+def postgres_server(tmp_path):
+    """An ``mlflow server`` on PostgreSQL with its own artifact root, on 127.0.0.1."""
+    import sqlalchemy
+
+    try:
+        with sqlalchemy.create_engine(POSTGRES).connect():
+            pass
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES} (.ci/system-deps starts it): {exc}")
+    port = free_port()
+    proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+                  str(port), "--backend-store-uri", POSTGRES,
+                  "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+                 f"http://127.0.0.1:{port}/health")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.mark.timeout(480)
+def test_a_dask_cluster_run_matches_the_serial_run_cell_for_cell(tmp_path, monkeypatch,
+                                                                  postgres_server):
+    from dask.distributed import LocalCluster
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres_server)
+    monkeypatch.setenv("MNIST_ESTIMATORS_DATA", str(write_sample_mnist(tmp_path / "data")))
+    mlflow.set_tracking_uri(postgres_server)
+    tag = uuid.uuid4().hex[:8]  # the database outlives the test: names of this run's own
+    (tmp_path / "serial.toml").write_text(EXPERIMENT.format(name=f"serial-{tag}"))
+    (tmp_path / "dask.toml").write_text(EXPERIMENT.format(name=f"dask-{tag}"))
+
+    # one torch thread per cell on both sides: results depend on the thread count
+    serial = runner.run("serial.toml", protocol="quick", threads=1, progress=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        dask = runner.run("dask.toml", protocol="quick", backend="dask",
+                          scheduler=cluster.scheduler_address, progress=False)
+
+    def by_cell(result):
+        return {(r["value"], r["seed"]): r for r in result.ran}
+
+    s, d = by_cell(serial), by_cell(dask)
+    assert set(s) == set(d) and len(s) == 4
+    for key in s:
+        assert d[key]["outcome"] == s[key]["outcome"] == "ok"
+        # same data, seeds and threads: the same model, whichever process fitted it
+        assert d[key]["test_accuracy"] == s[key]["test_accuracy"], key
+        assert d[key]["train_accuracy"] == s[key]["train_accuracy"], key
+
+    # every cell is a FINISHED child run on the server, fitted in the Dask workers' processes
+    client = mlflow.MlflowClient(postgres_server)
+    runs = client.search_runs([client.get_experiment_by_name(f"dask-{tag}").experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{dask.parent_run_id}'")
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    pids = {r.data.tags["mnist_estimators.pid"] for r in runs}
+    assert str(os.getpid()) not in pids and 1 <= len(pids) <= 2
+    assert all(r.data.metrics["test_accuracy"] == d[(r.data.tags["experiment.value"],
+                                                    int(r.data.tags["experiment.seed"]))]
+               ["test_accuracy"] for r in runs)
+    # the report is on the server's artifact store, beside the parent run
+    assert "report.md" in {a.path for a in client.list_artifacts(dask.parent_run_id)}
+    # and the rerun finds every cell done, through the server
+    again = runner.run("dask.toml", protocol="quick", backend="dask", progress=False)
+    assert again.ran == [] and again.skipped == 4
