@@ -136,13 +136,15 @@ RUN_CLI = [sys.executable, "-m", "mnist_estimators.cli", "experiment", "run", "t
 
 @pytest.mark.timeout(300)
 def test_an_interrupted_run_resumes_with_the_missing_cells_only(workdir):
+    # cells of a few seconds each, so that Ctrl-C surely lands while cells are left
+    (workdir / "two.toml").write_text(TWO_AXES.replace("max_epochs = 1", "max_epochs = 150"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(RUN_CLI, cwd=workdir, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 200
         done = 0
-        while time.time() < deadline and done < 2:  # let two cells finish, then Ctrl-C
+        while time.time() < deadline and done < 1:  # let a cell finish, then Ctrl-C
             time.sleep(0.5)
             if (workdir / "mlruns" / "mlflow.db").exists():
                 # through open_store, which waits for the store's creation under its lock (a
@@ -151,7 +153,7 @@ def test_an_interrupted_run_resumes_with_the_missing_cells_only(workdir):
                                     (workdir / "mlruns" / "artifacts").as_uri())
                 exps = [e.experiment_id for e in client.search_experiments()]
                 done = len(client.search_runs(exps, "tags.`experiment.outcome` = 'ok'"))
-        assert done >= 2, "no cell finished in time"
+        assert done >= 1, "no cell finished in time"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -167,7 +169,7 @@ def test_an_interrupted_run_resumes_with_the_missing_cells_only(workdir):
     ran, skipped = (int(x) for x in
                     __import__("re").search(r"(\d+) cell\(s\) run, (\d+) already done",
                                             again.stderr).groups())
-    assert ran + skipped == 8 and skipped >= 2 and ran >= 1
+    assert ran + skipped == 8 and skipped >= 1 and ran >= 1
     # every cell has exactly one result now; the interrupted fit's run says KILLED
     client = client_of(workdir)
     results = client.search_runs([e.experiment_id for e in client.search_experiments()],
