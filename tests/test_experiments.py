@@ -139,8 +139,12 @@ def test_an_interrupted_run_resumes_with_the_missing_cells_only(workdir):
     # cells of a few seconds each, so that Ctrl-C surely lands while cells are left
     (workdir / "two.toml").write_text(TWO_AXES.replace("max_epochs = 1", "max_epochs = 150"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # SIGINT back to its default in the child: a shell runs background jobs (CI under nohup
+    # or `&`) with SIGINT ignored, the child inherits that, and Python then never turns
+    # SIGINT into KeyboardInterrupt
     proc = subprocess.Popen(RUN_CLI, cwd=workdir, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 200
         done = 0
