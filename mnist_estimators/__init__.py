@@ -2,12 +2,14 @@
 
 from .data import (
     ChecksumError,
+    EmptyImageError,
     MNISTFormatError,
     download_mnist,
     load_mnist,
     load_sample,
     read_idx,
     read_idx_folder,
+    preprocess_image,
     read_images,
     read_mnist_csv,
 )
@@ -26,6 +28,7 @@ __all__ = [
     "Augment",
     "CNNClassifier",
     "ChecksumError",
+    "EmptyImageError",
     "MLPClassifier",
     "MNISTFormatError",
     "SoftmaxRegressionClassifier",
@@ -36,6 +39,7 @@ __all__ = [
     "init_weights",
     "load_mnist",
     "load_sample",
+    "preprocess_image",
     "read_idx",
     "read_idx_folder",
     "read_images",

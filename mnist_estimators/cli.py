@@ -8,6 +8,8 @@
     mnist-estimators search --pipeline mlp --grid '{"clf__lr": [0.001, 0.01]}'
     mnist-estimators reproduce cnn_best --seeds 0 1 2 [--json results.json]
     mnist-estimators ui [--port 5000]
+    mnist-estimators draw --model cnn.pkl [--model models:/mnist-cnn@champion] [--port 8000]
+    mnist-estimators experiment list | run NAME [--protocol fast] | report NAME | gradcheck
     mnist-estimators runs reap | mnist-estimators runs upload [models/unlogged]
 
 Every fit is tracked in MLflow ($MLFLOW_TRACKING_URI, else ./mlruns/); `ui` opens that store.
@@ -25,7 +27,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .data import MNISTFormatError, load_mnist, read_images, read_mnist_csv
+from .data import MNISTFormatError, image_files, load_mnist, preprocess_image, read_mnist_csv
 from .estimators import ESTIMATORS
 from .persistence import load_model, save_model, write_json
 from .pipelines import NAMES as PIPELINES
@@ -119,17 +121,73 @@ def cmd_evaluate(args):
 
 
 def cmd_predict(args):
+    """Digit and probability for each image (files and folders, in any mix) or CSV row.
+
+    Like ``cat``, an input that fails (missing, unreadable, blank) is reported on stderr, naming
+    it, and the others are still predicted; the exit status is then 2.
+    """
+    import numpy as np
+
+    if not args.csv and not args.inputs:
+        raise CLIError("predict needs image files, folders of images, or --csv FILE")
     model = load_model(args.model)
+    rows, names, failed = [], [], 0
+
+    def report(exc):
+        nonlocal failed
+        failed += 1
+        print(f"mnist-estimators predict: error: {exc}", file=sys.stderr)
+
     if args.csv:
-        X, _ = read_mnist_csv(args.csv)
-        names = [f"{args.csv}:{i + 1}" for i in range(len(X))]
-    elif args.inputs:
-        X, names = read_images(args.inputs if len(args.inputs) > 1 else args.inputs[0])
+        try:
+            X, _ = read_mnist_csv(args.csv)
+            rows += list(X)
+            names += [f"{args.csv}:{i + 1}" for i in range(len(X))]
+        except (MNISTFormatError, OSError) as exc:
+            report(exc)
+    for given in args.inputs:
+        try:
+            files = image_files(given)
+        except OSError as exc:
+            report(exc)
+            continue
+        for path in files:
+            try:
+                rows.append(preprocess_image(path))
+                names.append(str(path))
+            except (MNISTFormatError, OSError) as exc:
+                report(exc)
+    if rows:
+        X = np.stack(rows)
+        if hasattr(model, "predict_proba"):
+            proba = model.predict_proba(X)
+            labels, probs = np.asarray(model.classes_)[proba.argmax(axis=1)], proba.max(axis=1)
+        else:
+            labels, probs = model.predict(X), [None] * len(X)
+        _print_predictions(names, labels, probs, args.format)
+    return 2 if failed else 0
+
+
+def _print_predictions(names, labels, probs, fmt):
+    records = [{"file": name, "digit": label.item() if hasattr(label, "item") else label,
+                "probability": None if p is None else round(float(p), 4)}
+               for name, label, p in zip(names, labels, probs)]
+    if fmt == "json":
+        import json
+
+        print(json.dumps(records, indent=2))
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=["file", "digit", "probability"],
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
     else:
-        raise CLIError("predict needs image files, a folder of images, or --csv FILE")
-    for name, label in zip(names, model.predict(X)):
-        print(f"{name}\t{label}")
-    return 0
+        width = max(len(r["file"]) for r in records)
+        for r in records:
+            p = "-" if r["probability"] is None else f"{r['probability']:.3f}"
+            print(f"{r['file']:<{width}}  {r['digit']}  {p}")
 
 
 def _pipeline(name, params):
@@ -309,6 +367,13 @@ def cmd_experiment(args):
             exp = spec.load(path)
             print(f"{name:34} seed {exp.source:5} {'/'.join(sorted(exp.protocols)):22} {exp.title}")
         return 0
+    if args.action == "gradcheck":  # seed 002's table: backprop against central differences
+        from .experiments import gradcheck
+
+        table = gradcheck.gradient_check(eps=args.eps, sample=args.sample,
+                                         data_home=args.data_home)
+        print(gradcheck.markdown(table, args.eps))
+        return 0 if table["within_eps2"].all() else 1
     if not args.name:
         raise CLIError(f"experiment {args.action} needs NAME (or a .toml file, or all); "
                        "`mnist-estimators experiment list` shows them")
@@ -411,6 +476,10 @@ def build_parser():
     data_args(p)
     p.set_defaults(func=cmd_reproduce)
 
+    from . import draw
+
+    draw.add_parser(sub)
+
     p = sub.add_parser("ui", help="start the MLflow UI on the run store and print its URL")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
@@ -426,7 +495,8 @@ def build_parser():
 
     p = sub.add_parser("experiment", help="the seeds' studies (pipelines/experiments): list, "
                        "run (resumable, parallel, on Dask), report from the store")
-    p.add_argument("action", choices=["list", "run", "report"])
+    p.add_argument("action", choices=["list", "run", "report", "gradcheck"],
+                   help="gradcheck: seed 002's check of backprop against central differences")
     p.add_argument("name", nargs="?", help="an experiment's name, a .toml file of your own, or "
                    "all (every packaged experiment, in turn)")
     p.add_argument("--protocol", choices=["quick", "fast", "faithful"], default="fast")
@@ -440,13 +510,20 @@ def build_parser():
     p.add_argument("--output", help="also write report.md and its figures to this folder "
                    "(with all: a folder per experiment in it)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--eps", type=float, default=1e-2, help="gradcheck: the step (default 1e-2)")
+    p.add_argument("--sample", type=int, default=0, help="gradcheck: the training image")
     data_args(p)
     p.set_defaults(func=cmd_experiment)
 
-    p = sub.add_parser("predict", help="labels for images (PNG/JPEG files or folders) or a CSV")
+    p = sub.add_parser("predict", help="digit and probability for images (files and folders "
+                       "in any mix, PNG/JPEG...) or the rows of a CSV")
     p.add_argument("model")
-    p.add_argument("inputs", nargs="*", help="image files or one folder")
+    p.add_argument("inputs", nargs="*", help="image files and folders of images (a folder: "
+                   "the image files in it, sorted)")
     p.add_argument("--csv", help="CSV of images (label column first; it is ignored)")
+    p.add_argument("--format", choices=["text", "csv", "json"], default="text",
+                   help="text: 'file  digit  probability' lines (default); csv: a header and a "
+                   "row per image; json: a list of {file, digit, probability}")
     p.set_defaults(func=cmd_predict)
     return parser
 

@@ -270,10 +270,15 @@ class _MNISTClassifier(NeuralNetClassifier):
         # Integer pixels are 0-255 whatever was fitted on; floats take the factor learned in fit.
         scale = 1.0 / 255.0 if (X.dtype.kind in "ui" and self.pixel_scaling is not False) \
             else self.input_scale_
-        Xt = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
-        if scale != 1.0:
-            Xt.mul_(scale)
-        return Xt
+        arr = np.ascontiguousarray(X, dtype=np.float32)
+        if np.may_share_memory(arr, X):
+            # No copy was made: scaling in place would rewrite the caller's array (or crash on a
+            # read-only memmap, as joblib hands to its workers), so scale into a new one.
+            arr = arr * np.float32(scale) if scale != 1.0 else \
+                (arr if arr.flags.writeable else arr.copy())
+        elif scale != 1.0:
+            arr *= np.float32(scale)
+        return torch.from_numpy(arr)
 
     def _flatten(self, X):
         # (n, 784), (n, 28, 28) and (n, 1, 28, 28) are all accepted; the module sees (n, 784).

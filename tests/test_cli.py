@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from mnist_estimators.cli import main
+from mnist_estimators.data import read_images
 from mnist_estimators.estimators import load_model
 
 from conftest import X_TEST, Y_TEST
@@ -62,7 +63,7 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
     assert f"accuracy {acc:.4f} on 200 images (CSV" in capsys.readouterr().out
 
     assert main(["predict", str(model), "--csv", str(csv)]) == 0
-    labels = [int(line.split("\t")[1]) for line in capsys.readouterr().out.splitlines()]
+    labels = [int(line.split()[1]) for line in capsys.readouterr().out.splitlines()]
     np.testing.assert_array_equal(labels, est.predict(X_TEST))
 
     pngs = tmp_path / "pngs"
@@ -71,8 +72,82 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
         Image.fromarray(X_TEST[i].reshape(28, 28)).save(pngs / f"d{i}.png")
     assert main(["predict", str(model), str(pngs)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split("\t")[0].rsplit("/", 1)[1] for line in lines] == [f"d{i}.png" for i in range(5)]
-    assert len(lines) == 5 and all(line.split("\t")[1].isdigit() for line in lines)
+    assert [line.split()[0].rsplit("/", 1)[1] for line in lines] == [f"d{i}.png" for i in range(5)]
+    assert len(lines) == 5 and all(line.split()[1].isdigit() for line in lines)
+
+
+@pytest.fixture
+def softmax_file(tmp_path):
+    """A tiny fitted model saved like `train` saves it."""
+    from conftest import X_TRAIN, Y_TRAIN
+
+    from mnist_estimators import SoftmaxRegressionClassifier
+    from mnist_estimators.persistence import save_model
+
+    model = SoftmaxRegressionClassifier(max_epochs=1, random_state=0, tracking=False)
+    return save_model(model.fit(X_TRAIN, Y_TRAIN), tmp_path / "softmax.pkl")
+
+
+def _digit_images(tmp_path):
+    """A loose PNG and a folder holding a JPEG and a PNG (and a text file): dark-on-white
+    MNIST test digits scaled up, like a scan."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    paths = [tmp_path / "loose.png", folder / "b.jpg", folder / "a.png"]
+    for path, x in zip(paths, X_TEST):
+        img = Image.fromarray(255 - x.reshape(28, 28)).resize((84, 84), Image.Resampling.BILINEAR)
+        img.save(path)
+    (folder / "notes.txt").write_text("not an image")
+    return paths[0], folder
+
+
+def test_predict_a_mix_of_files_and_folders(tmp_path, capsys, softmax_file):
+    loose, folder = _digit_images(tmp_path)
+    assert main(["predict", str(softmax_file), str(loose), str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines]
+    # the given file, then the folder's images sorted by name
+    assert [r[0] for r in rows] == [str(loose), str(folder / "a.png"), str(folder / "b.jpg")]
+    model = load_model(softmax_file)
+    X, _ = read_images([loose, folder])
+    proba = model.predict_proba(X)
+    for (_, digit, prob), p in zip(rows, proba):
+        assert int(digit) == model.classes_[p.argmax()]
+        assert float(prob) == pytest.approx(p.max(), abs=1e-3)
+
+
+def test_predict_formats_csv_and_json_parse(tmp_path, capsys, softmax_file):
+    import csv
+    import json
+
+    loose, folder = _digit_images(tmp_path)
+    argv = ["predict", str(softmax_file), str(loose), str(folder)]
+    assert main(argv + ["--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    expected = [str(loose), str(folder / "a.png"), str(folder / "b.jpg")]
+    assert [r["file"] for r in records] == expected
+    assert all(r["digit"] in range(10) and 0 < r["probability"] <= 1 for r in records)
+    assert main(argv + ["--format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [(r["file"], int(r["digit"]), float(r["probability"])) for r in rows] == [
+        (r["file"], r["digit"], r["probability"]) for r in records]
+
+
+@pytest.mark.parametrize("bad", ["missing.png", "blank.png", "broken.png"])
+def test_predict_names_a_bad_input_and_still_predicts_the_others(tmp_path, capsys, softmax_file,
+                                                                   bad):
+    loose, folder = _digit_images(tmp_path)
+    Image.new("RGBA", (50, 50), (0, 0, 0, 0)).save(tmp_path / "blank.png")  # an empty canvas
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    message = {"missing.png": "missing.png does not exist",
+               "blank.png": "blank.png: no digit found",
+               "broken.png": "broken.png: not a readable image"}[bad]
+    assert main(["predict", str(softmax_file), str(loose), str(tmp_path / bad), str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and "Traceback" not in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert [line.split()[0] for line in captured.out.splitlines()] == [
+        str(loose), str(folder / "a.png"), str(folder / "b.jpg")]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -81,6 +156,7 @@ def test_train_evaluate_predict_round_trip(tmp_path, capsys):
     (["evaluate", "missing.pkl"], "Model file missing.pkl does not exist"),
     (["predict", "{model}", "nothing_here.png"], "nothing_here.png does not exist"),
     (["predict", "{model}"], "predict needs image files"),
+    (["predict", "{model}", "{empty}"], "empty holds no .png"),
     (["evaluate", "{bogus}"], "not a saved model"),
     (["train", "--model", "mlp", "-o", "x.pkl", "--data-home", "{empty}"], "lacks train-images-idx3-ubyte"),
 ])

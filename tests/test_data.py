@@ -221,6 +221,20 @@ def test_image_folder_reads_inverts_and_resizes(tmp_path):
     assert np.abs(X[0].astype(int) - X[1].astype(int)).mean() < 10
 
 
+def test_read_images_takes_a_mix_of_files_and_folders(tmp_path):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _digit_png(folder / "b.png", X_TRAIN[1], light_background=True)
+    _digit_png(folder / "a.jpg", X_TRAIN[2], light_background=True)
+    loose = _digit_png(tmp_path / "loose.png", X_TRAIN[0], light_background=False)
+    X, names = read_images([loose, folder])
+    assert X.shape == (3, 784)
+    assert names == [str(loose), str(folder / "a.jpg"), str(folder / "b.png")]
+    X_folder, _ = read_images(folder)  # a folder alone, and one file alone, as before
+    np.testing.assert_array_equal(X_folder, X[1:])
+    np.testing.assert_array_equal(read_images(str(loose))[0], X[:1])
+
+
 def test_image_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no"):
         read_images(tmp_path)

@@ -124,6 +124,22 @@ def test_input_forms_give_the_same_model(cls, form):
     np.testing.assert_allclose(est.predict_proba(X_TEST), ref.predict_proba(X_TEST), atol=1e-5)
 
 
+def test_the_callers_array_is_never_rewritten_and_read_only_memmaps_work(tmp_path):
+    # float32 pixels 0-255 need no conversion copy: scaling them must not happen in the
+    # caller's array (it did: fit left X divided by 255), nor crash on a read-only memmap
+    # (joblib hands one to its workers; writing into it was a segfault).
+    X = X_TRAIN.astype(np.float32)
+    np.save(tmp_path / "x.npy", X)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    est = small(MLPClassifier, max_epochs=1).fit(X, Y_TRAIN)
+    proba = est.predict_proba(X)
+    np.testing.assert_array_equal(X, X_TRAIN.astype(np.float32))
+    assert X.max() == X_TRAIN.max() > 1
+    np.testing.assert_array_equal(small(MLPClassifier, max_epochs=1).fit(mapped, Y_TRAIN)
+                                  .predict_proba(mapped), proba)
+    np.testing.assert_array_equal(mapped, X)
+
+
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_bad_inputs_get_clear_errors(cls):
     est = cls(max_epochs=1)

@@ -27,6 +27,8 @@ title = "activations"
 estimator = "mlp"
 seeds = 2
 baseline = "relu"
+cell_figures = ["weight_histograms", "embedding"]
+embedding = "pca"
 [base]
 hidden_sizes = [16]
 batch_size = 64
@@ -120,6 +122,18 @@ def test_two_experiments_end_to_end_with_two_workers_then_a_rerun_trains_nothing
     assert "quick" in md
     artifacts = {a.path for a in client.list_artifacts(one.parent_run_id)}
     assert {"report.md", "results.json"} <= artifacts
+    # cell_figures: each value's seed-0 run draws them, and the report shows them side by side
+    for r in runs:
+        drawn = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
+        wanted = {"figures/weight_histograms.png", "figures/embedding.png"}
+        assert (wanted <= drawn) == (r.data.tags["experiment.seed"] == "0"), r.info.run_name
+    assert sorted(one.report.images) == [
+        "cells/relu/embedding.png", "cells/relu/weight_histograms.png",
+        "cells/tanh/embedding.png", "cells/tanh/weight_histograms.png"]
+    assert all(data.startswith(b"\x89PNG") for data in one.report.images.values())
+    assert "## Seed 0 of each value" in md and "(figures/cells/tanh/embedding.png)" in md
+    cells = {a.path for a in client.list_artifacts(one.parent_run_id, "figures/cells/relu")}
+    assert cells == {"figures/cells/relu/weight_histograms.png", "figures/cells/relu/embedding.png"}
 
     # the same command again: every cell is done, nothing is trained, the report is the same
     again = runner.run("one.toml", protocol="quick", n_jobs=2, progress=False)
@@ -210,6 +224,7 @@ def test_every_packaged_experiment_loads_and_expands():
      r"has kind 'roughly', not one of"),
     (lambda t: t.replace('estimator = "mlp"', 'estimator = "rnn"'), r"estimator 'rnn' is not one of"),
     (lambda t: t + "\n[protocols.medium]\n", r"protocol 'medium' is not one of"),
+    (lambda t: t.replace('"embedding"]', '"saliency"]'), r"cell_figures \['saliency'\] are not among"),
 ])
 def test_a_bad_experiment_file_is_named_with_what_is_wrong(workdir, change, message):
     (workdir / "one.toml").write_text(change(ONE_AXIS))

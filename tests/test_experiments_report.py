@@ -240,10 +240,10 @@ def test_markdown_has_the_table_and_the_claims(built):
     assert "Three initializations; zero never trains." in md
     assert "Protocol: fast (max_epochs=3, train_size=1000)" in md
     assert ("| value | n | test accuracy (mean ± std) | Δ vs baseline [95% CI] | verdict "
-            "| seed reported |") in md
-    assert "| zero | 0 (+3 diverged) | all diverged | — | diverged | overflow |" in md
-    assert "| Xavier | 3 | 0.9673 ± 0.0015 | — | baseline | 0.967 |" in md
-    assert "| He | 3 | 0.9513 ± 0.0015 | -0.0160 [" in md and "| worse | 0.966 ± 0.0008 |" in md
+            "| epochs | seed reported |") in md
+    assert "| zero | 0 (+3 diverged) | all diverged | — | diverged | — | overflow |" in md
+    assert "| Xavier | 3 | 0.9673 ± 0.0015 | — | baseline | 2.7 | 0.967 |" in md
+    assert "| He | 3 | 0.9513 ± 0.0015 | -0.0160 [" in md and "| worse | 3.0 | 0.966 ± 0.0008 |" in md
     assert "## Seed claims" in md
     assert "- ✗ He and Xavier are within noise (similar): He − Xavier = -0.0160" in md
     assert "- ✓ Zero initialization does not train (worst):" in md
@@ -279,7 +279,7 @@ def test_two_axes_draw_one_line_per_first_axis_value():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["batch_size=32", "batch_size=128"]
     assert {"lr=0.1", "lr=0.01"} <= {t.get_text() for t in ax.get_legend().get_texts()}
     md = report.markdown(exp, "quick", summary, report.check_claims(exp, summary))
-    assert "| lr=0.01 · batch_size=128 | 1 | 0.8000 | — | n/a |  |" in md
+    assert "| lr=0.01 · batch_size=128 | 1 | 0.8000 | — | n/a | 3.0 |  |" in md
     assert "The experiment records no claims." in md
 
 
@@ -291,7 +291,7 @@ def test_a_parent_without_children_gives_an_empty_report(store, exp):
     assert empty.rows.empty and empty.curves == {}
     assert list(empty.summary["n"]) == [0, 0, 0]
     assert [c["held"] for c in empty.claims] == [None] * 5
-    assert "| He | 0 | — | — | n/a | 0.966 ± 0.0008 |" in empty.markdown
+    assert "| He | 0 | — | — | n/a | — | 0.966 ± 0.0008 |" in empty.markdown
 
 
 def test_log_puts_the_report_on_the_parent_and_rebuilding_replaces_it(store, built, exp):
@@ -339,3 +339,23 @@ def test_write_to_a_folder(built, tmp_path):
     assert data["summary"][0]["test_mean"] is None
     assert [c["held"] for c in data["claims"]] == [False, True, True, False, True]
     assert not list((tmp_path / "out").glob(".*.part"))
+
+
+def test_cells_of_an_earlier_version_of_the_file_are_left_out(store, exp):
+    # The fast protocol's budget changed after some cells ran: those runs stay under the same
+    # parent with other cell ids, and are not this experiment's results any more.
+    client = store["client"]
+    old = Experiment.from_dict({**SPEC, "protocols": {"fast": {"params": {"max_epochs": 1},
+                                                               "train_size": 1000}}})
+    pid = client.create_run(store["exp_id"], start_time=T0, tags={
+        "experiment.name": exp.name, "experiment.protocol": "fast"}).info.run_id
+    now, before = exp.cells("fast")[3], old.cells("fast")[3]
+    assert now.value == before.value == "He" and now.id != before.id
+    _child(client, store["exp_id"], pid, now, T0 + 1, test=0.95, train=0.99, curve=[0.9, 0.95])
+    _child(client, store["exp_id"], pid, before, T0 + 2, test=0.5, train=0.5, curve=[0.5])
+    built = report.build(client, pid, exp, "fast")
+    assert list(built.rows["cell_id"]) == [now.id] and built.rows.attrs["stale"] == 1
+    assert "1 cell(s) run under an earlier version of this experiment's file" in built.markdown
+    assert "| He | 1 | 0.9500 |" in built.markdown
+    # collect alone keeps everything
+    assert len(report.collect(client, pid)[0]) == 2

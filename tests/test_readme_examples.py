@@ -336,11 +336,25 @@ def check_command(argv, out, cwd, pngs):
         accuracy = re.search(rf"^accuracy (\d\.\d{{4}}) on {N_TEST} images", out, re.M)
         assert accuracy and 0 <= float(accuracy.group(1)) <= 1, out
     elif command == "predict":
-        lines = out.splitlines()
-        assert len(lines) == len(pngs), out  # one line per image
-        for line, png in zip(lines, pngs):
-            name, label = line.split("\t")
-            assert Path(name).name == png.name and label in "0123456789" and len(label) == 1
+        fmt = argv[argv.index("--format") + 1] if "--format" in argv else "text"
+        inputs = [a for i, a in enumerate(argv[3:], 3) if not a.startswith("--")
+                  and argv[i - 1] != "--format"]
+        expected = [p.name for a in inputs for p in (
+            sorted((cwd / a).glob("*.png")) if (cwd / a).is_dir() else [cwd / a])]
+        assert expected and set(expected) <= {p.name for p in pngs}, (inputs, expected)
+        if fmt == "csv":
+            import csv
+            import io
+
+            rows = [(r["file"], r["digit"], r["probability"])
+                    for r in csv.DictReader(io.StringIO(out))]
+        else:
+            rows = [tuple(line.split()) for line in out.splitlines()]
+        assert [Path(r[0]).name for r in rows] == expected, out  # one row per image, in order
+        for _, label, probability in rows:
+            assert label in "0123456789" and len(label) == 1 and 0 < float(probability) <= 1
+    elif command == "experiment" and argv[2] == "gradcheck":
+        assert "every difference is within eps² = 0.0001" in out, out
     elif command == "reproduce":
         seeds = argv[argv.index("--seeds") + 1:]
         for seed in seeds:
@@ -377,8 +391,10 @@ def test_command_lines_run_as_written(readme_env):
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     assert shutil.which("mnist-estimators", path=env["PATH"]), "the console script is not installed"
     # `predict mlp.pkl my_digits/` reads the user's own images: made here, before the commands.
-    X_test, _ = load_mnist("test")
+    X_test, y_test = load_mnist("test")
     pngs = write_digit_pngs(readme_env / "my_digits", X_test[:6])
+    seven = write_digit_pngs(readme_env / "sevens", X_test[y_test == 7][:1])[0]  # `seven.png`
+    pngs.append(seven.rename(readme_env / "seven.png"))
     for where, argv in commands:
         start = time.perf_counter()
         proc = subprocess.run(argv, cwd=readme_env, env=env, capture_output=True, text=True,

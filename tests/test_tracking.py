@@ -213,6 +213,24 @@ def test_grid_search_parent_with_a_child_per_fit_and_the_refit(store, n_jobs):
     np.testing.assert_array_equal(model.predict(X_TEST), grid.predict(X_TEST))
 
 
+def test_a_tracked_fit_keeps_no_reference_to_its_callers_data(store):
+    # The run reads the call stack (search position, enclosing pipeline). Reading a frame's
+    # f_locals stores a snapshot on it; on loky's worker loop that kept the last task's X
+    # alive, so joblib could not delete its memmap and slept ~1 s after each parallel search.
+    import weakref
+
+    def caller():
+        X = X_TRAIN.astype(np.float32)
+        ref = weakref.ref(X)
+        pipe = make_pipeline(FunctionTransformer(), MLPClassifier(**FAST)).fit(X, Y_TRAIN)
+        del X
+        return ref() is None, pipe[-1].last_run_id_
+
+    freed, run_id = caller()
+    assert store.get_run(run_id).data.tags["model_kind"] == "pipeline"  # the stack was read
+    assert freed
+
+
 def test_cross_validate_with_two_workers_under_one_parent(store):
     with tracking.parent_run("cv") as parent:
         res = cross_validate(make_pipeline(StandardScaler(), SoftmaxRegressionClassifier(**FAST)),

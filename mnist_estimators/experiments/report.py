@@ -45,6 +45,7 @@ class Report:
     markdown: str
     figures: dict = field(default_factory=dict)
     curves: dict = field(default_factory=dict)
+    images: dict = field(default_factory=dict)  # "cells/SLUG/NAME.png" -> PNG bytes
 
 
 # --------------------------------------------------------------------------- reading the store
@@ -87,15 +88,26 @@ def _history(client, run_id, key=_CURVE_METRIC):
     return out
 
 
-def collect(client, parent_run_id):
+def collect(client, parent_run_id, cell_ids=None):
     """(rows, curves) of one parent run: one row per cell (its chosen run), and value -> the
-    per-seed arrays of validation accuracy by epoch (seeds in order)."""
+    per-seed arrays of validation accuracy by epoch (seeds in order).
+
+    ``cell_ids(n_seeds)``: the ids of the cells to keep (the experiment as its file now defines
+    it) for seeds 0..n_seeds-1; the number of cells left out, runs of an earlier version of the
+    file, is ``rows.attrs["stale"]``."""
     parent = client.get_run(parent_run_id)
     cells = {}
     for run in _children(client, parent):
         cell_id = run.data.tags.get("experiment.cell_id")
         if cell_id:  # runs without one are not the runner's cells (e.g. nested by a fit)
             cells.setdefault(cell_id, []).append(run)
+    stale = 0
+    if cell_ids is not None:
+        seeds = [int(s) for runs in cells.values()
+                 if (s := runs[0].data.tags.get("experiment.seed", "")).isdigit()]
+        keep = cell_ids(max(seeds, default=0) + 1)
+        stale = len(set(cells) - keep)
+        cells = {k: v for k, v in cells.items() if k in keep}
     records, histories = [], []
     for cell_id, runs in cells.items():
         run = _pick(runs)
@@ -117,6 +129,7 @@ def collect(client, parent_run_id):
     for i in order:
         if len(histories[i]):
             curves.setdefault(records[i]["value"], []).append(histories[i])
+    rows.attrs["stale"] = stale
     return rows, curves
 
 
@@ -476,7 +489,7 @@ def _delta_text(r):
     return f"{r['delta']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}], {_p(r['p_value'])}"
 
 
-def markdown(exp, protocol, summary, claims):
+def markdown(exp, protocol, summary, claims, stale=0):
     """The report as Markdown: title, description, protocol, the table per value, the claims."""
     lines = [f"# {exp.title}", ""]
     source = "our own study" if exp.source == "ours" else f"reproduces seed {exp.source}"
@@ -487,14 +500,19 @@ def markdown(exp, protocol, summary, claims):
         lines += [exp.description, ""]
     lines += [f"Protocol: {protocol_text(exp, protocol)}", ""]
     lines += ["| value | n | test accuracy (mean ± std) | "
-              f"Δ vs baseline [{CONFIDENCE:.0%} CI] | verdict | seed reported |",
-              "|---|---|---|---|---|---|"]
+              f"Δ vs baseline [{CONFIDENCE:.0%} CI] | verdict | epochs | seed reported |",
+              "|---|---|---|---|---|---|---|"]
     for r in summary.to_dict("records"):
         lines.append("| " + " | ".join(_cell(x) for x in (
             r["value"], _n_text(r), _accuracy_text(r), _delta_text(r), r["verdict"],
-            r["seed_reported"])) + " |")
+            _fmt(r["epochs_mean"], 1), r["seed_reported"])) + " |")
     lines += ["", f"n counts seeds that trained; Δ is Welch's t {CONFIDENCE:.0%} confidence "
-              "interval for the difference of means; \"within noise\" when it contains 0.", ""]
+              "interval for the difference of means; \"within noise\" when it contains 0; "
+              "epochs: the mean number trained (fewer than the budget when a rule stopped "
+              "the fit).", ""]
+    if stale:
+        lines += [f"{stale} cell(s) run under an earlier version of this experiment's file "
+                  "(other parameters) are under the same parent run and left out here.", ""]
     lines += ["## Seed claims", ""]
     if not claims:
         lines += ["The experiment records no claims.", ""]
@@ -507,6 +525,75 @@ def markdown(exp, protocol, summary, claims):
         "seed's figures rather than the absolute numbers")
     lines.append(f"These numbers come from the **{protocol}** protocol{caveat}.")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- cells' own figures
+
+
+def _slug(label):
+    import re
+
+    return re.sub(r"[^\w.-]+", "_", label).strip("_") or "value"
+
+
+def cell_images(client, exp, rows):
+    """The figures ``exp.cell_figures`` names, from the seed-0 run of each value (the runner
+    asks that run for them): "cells/SLUG/NAME.png" -> PNG bytes, values in grid order. A value
+    whose seed-0 run did not finish, or has no such figure, is left out."""
+    import os
+
+    out = {}
+    if not exp.cell_figures or rows.empty:
+        return out
+    # MLflow draws a progress bar per download; it has no argument for it, only this variable
+    quiet, os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = \
+        os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"), "false"
+    try:
+        _download_cell_images(client, exp, rows, out)
+    finally:
+        if quiet is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
+    return out
+
+
+def _download_cell_images(client, exp, rows, out):
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    for label in exp.labels():
+        pick = rows[(rows["value"] == label) & (rows["seed"] == 0) & (rows["status"] == "FINISHED")]
+        if pick.empty:
+            continue
+        run_id = pick["run_id"].iloc[0]
+        for name in exp.cell_figures:
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    path = client.download_artifacts(run_id, f"figures/{name}.png", tmp)
+                except (MlflowException, OSError):
+                    continue
+                out[f"cells/{_slug(label)}/{name}.png"] = Path(path).read_bytes()
+
+
+def _images_markdown(exp, images):
+    if not images:
+        return []
+    lines = ["## Seed 0 of each value", "",
+             f"{', '.join(n.replace('_', ' ') for n in exp.cell_figures)}"
+             + (f" (embedding: {exp.embedding.upper()} of the penultimate layer)"
+                if "embedding" in exp.cell_figures else "")
+             + ", from each value's seed-0 run; the same figures are on that run.", ""]
+    for name in exp.cell_figures:
+        row = [(label, f"cells/{_slug(label)}/{name}.png") for label in exp.labels()]
+        row = [(label, path) for label, path in row if path in images]
+        if row:
+            lines += ["| " + " | ".join(label for label, _ in row) + " |",
+                      "|" + "---|" * len(row),
+                      "| " + " | ".join(f"![{name}: {label}](figures/{path})" for label, path in row)
+                      + " |", ""]
+    return lines
 
 
 # --------------------------------------------------------------------------- build, log, write
@@ -522,14 +609,20 @@ def build(client, parent_run_id, exp, protocol=None):
     protocol = protocol or tags.get("experiment.protocol")
     if protocol is None:
         raise ValueError(f"run {parent_run_id} has no experiment.protocol tag; pass protocol=")
-    rows, curves = collect(client, parent_run_id)
+    # A file edited since some cells ran (a protocol's params, a value) leaves those runs under
+    # the same parent with other cell ids: they are not this experiment's results any more.
+    rows, curves = collect(client, parent_run_id, cell_ids=lambda n: {
+        c.id for c in exp.cells(protocol, n_seeds=max(n, exp.seeds))})
     summary = summarize(exp, rows)
     claims = check_claims(exp, summary)
     figures = {"accuracy.png": accuracy_figure(exp, summary),
                "curves.png": curves_figure(exp, curves)}
-    return Report(rows=rows, summary=summary, claims=claims,
-                  markdown=markdown(exp, protocol, summary, claims), figures=figures,
-                  curves=curves)
+    images = cell_images(client, exp, rows)
+    text = markdown(exp, protocol, summary, claims, stale=rows.attrs.get("stale", 0))
+    if images:
+        text += "\n" + "\n".join(_images_markdown(exp, images))
+    return Report(rows=rows, summary=summary, claims=claims, markdown=text, figures=figures,
+                  curves=curves, images=images)
 
 
 def _save_figure(fig, f):
@@ -560,6 +653,12 @@ def log(client, parent_run_id, report):
     for name, fig in report.figures.items():
         store.call(client.log_figure, parent_run_id, fig, f"figures/{name}",
                    save_kwargs={"dpi": 100})
+    if report.images:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in report.images.items():
+                (Path(tmp) / name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(tmp) / name).write_bytes(data)
+            store.call(client.log_artifacts, parent_run_id, str(Path(tmp) / "cells"), "figures/cells")
     store.call(client.set_tag, parent_run_id, MLFLOW_RUN_NOTE, _note(report.markdown))
 
 
@@ -591,6 +690,10 @@ def write(report, folder):
     for name, fig in report.figures.items():
         with atomic_write(folder / "figures" / name) as f:
             _save_figure(fig, f)
+        paths.append(folder / "figures" / name)
+    for name, data in report.images.items():
+        with atomic_write(folder / "figures" / name) as f:
+            f.write(data)
         paths.append(folder / "figures" / name)
     return paths
 

@@ -139,7 +139,7 @@ def run(experiment, protocol="fast", n_seeds=None, n_jobs=1, backend="loky", sch
             result.skipped = len(cells) - len(todo)
             # cloned here, inside the parent run: each clone carries the parent's context to
             # the process that fits it (see tracking.capture_context)
-            jobs = [(clone(_with_run_options(exp.build(c), c)), c) for c in todo]
+            jobs = [(clone(_with_run_options(exp.build(c), c, exp)), c) for c in todo]
             if threads is None:
                 threads = max(1, (os.cpu_count() or 1) // n_jobs) if backend == "loky" else 1
             result.ran = _execute(jobs, data, n_jobs, backend, progress, exp, protocol,
@@ -162,10 +162,12 @@ def _tag_key(key):
     return re.sub(r"[^\w\-. /]", "_", key)[:250]
 
 
-def _with_run_options(estimator, cell):
+def _with_run_options(estimator, cell, exp):
     net = estimator[-1] if hasattr(estimator, "steps") else estimator
+    figures = {"figures": "all", "embedding": exp.embedding} \
+        if exp.cell_figures and cell.seed == 0 else {}  # the report shows seed 0's
     net.set_params(tracking_options={
-        **(net.tracking_options or {}), "run_name": cell.name,
+        **(net.tracking_options or {}), **figures, "run_name": cell.name,
         "tags": {TAG + "cell_id": cell.id, TAG + "value": cell.value, TAG + "seed": cell.seed,
                  TAG + "name": cell.experiment, TAG + "protocol": cell.protocol}})
     return estimator

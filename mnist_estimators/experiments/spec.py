@@ -30,8 +30,13 @@ The file format (``pipelines/experiments/*.toml`` are the seeds' studies; copy o
     [[claims]]                            # the seed's claims, checked by the report
     text = "He and Xavier are within noise of each other"
     kind = "similar"                      # similar | better | best | worst | increasing | decreasing
-    a = "He"
-    b = "Xavier"
+    a = "He"                              # similar, better: a against b; best, worst: a alone;
+    b = "Xavier"                          # increasing, decreasing: along the axis, from a to b
+                                          # when both are given (all values otherwise)
+
+    cell_figures = ["weight_histograms", "embedding"]   # optional: the seed-0 run of each
+    embedding = "tsne"                    # value draws these (tracking's figures="all"), and
+                                          # the report shows them side by side (pca | tsne)
 
     [protocols.fast]                      # faithful, fast, quick: each may change the budget
     params = { max_epochs = 5 }           # over [base]
@@ -53,6 +58,8 @@ ESTIMATORS = {"softmax": "SoftmaxRegressionClassifier", "mlp": "MLPClassifier",
 PROTOCOLS = ("faithful", "fast", "quick")
 CLAIM_KINDS = ("similar", "better", "best", "worst", "increasing", "decreasing")
 PREPROCESSING = ("none", "zscore")
+CELL_FIGURES = ("weight_histograms", "embedding", "learning_curves", "confusion_matrix",
+                "misclassified")
 
 
 class ExperimentError(ValueError):
@@ -149,6 +156,8 @@ class Experiment:
     seed_reported: dict
     claims: tuple
     description: str = ""
+    cell_figures: tuple = ()
+    embedding: str = "tsne"
 
     @classmethod
     def from_dict(cls, data, path=Path("<dict>")):
@@ -198,12 +207,20 @@ class Experiment:
             if c.get("kind") not in CLAIM_KINDS:
                 raise ExperimentError(f"{where}: claim {c.get('text', c)!r} has kind "
                                       f"{c.get('kind')!r}, not one of {list(CLAIM_KINDS)}")
+        cell_figures = tuple(data.get("cell_figures", ()))
+        unknown = sorted(set(cell_figures) - set(CELL_FIGURES))
+        if unknown:
+            raise ExperimentError(f"{where}: cell_figures {unknown} are not among {list(CELL_FIGURES)}")
+        embedding = data.get("embedding", "tsne")
+        if embedding not in ("pca", "tsne"):
+            raise ExperimentError(f"{where}: embedding must be \"pca\" or \"tsne\", got {embedding!r}")
         exp = cls(name=name, path=Path(path), source=str(data.get("source", "ours")),
                   title=str(data.get("title", name)), estimator=estimator, preprocessing=pre,
                   base=dict(data.get("base", {})), axes=tuple(axes),
                   seeds=int(data.get("seeds", 5)), baseline=data.get("baseline"),
                   protocols=protocols, seed_reported=dict(data.get("seed_reported", {})),
-                  claims=claims, description=str(data.get("description", "")).strip())
+                  claims=claims, description=str(data.get("description", "")).strip(),
+                  cell_figures=cell_figures, embedding=embedding)
         exp.check()
         return exp
 

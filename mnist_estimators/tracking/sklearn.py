@@ -282,8 +282,16 @@ def search_position():
 
     frame = sys._getframe(1)
     while frame is not None:
-        code, local = frame.f_code, frame.f_locals
-        if code.co_name == "_fit_and_score":
+        name = frame.f_code.co_name
+        if name not in ("_fit_and_score", "fit"):
+            # f_locals only where needed: reading it stores a snapshot of the frame's locals
+            # on the frame (Python < 3.13). On loky's worker loop that snapshot kept the last
+            # task's arguments alive, so joblib could not delete its memmapped copy of X and
+            # slept ~1 s in delete_folder at the end of every parallel search.
+            frame = frame.f_back
+            continue
+        local = frame.f_locals
+        if name == "_fit_and_score":
             split, cand = local.get("split_progress"), local.get("candidate_progress")
             # cross_validate passes no progress: a fold all the same, number unknown
             out = {"fold": f"{split[0] + 1}/{split[1]}" if split else "of cross_validate"}
@@ -294,7 +302,7 @@ def search_position():
             if local.get("parameters"):
                 out["parameters"] = dict(local["parameters"])
             return out
-        if code.co_name == "fit" and isinstance(local.get("self"), BaseSearchCV):
+        if isinstance(local.get("self"), BaseSearchCV):
             return {"refit": "true", "parameters": dict(getattr(local["self"], "best_params_", {}))}
         frame = frame.f_back
     return {}
@@ -311,8 +319,10 @@ def enclosing_pipeline(estimator):
 
     frame = sys._getframe(1)
     while frame is not None:
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, Pipeline) and frame.f_code.co_name in ("fit", "fit_predict"):
+        # co_name first: f_locals is read only on fit frames (see search_position)
+        owner = frame.f_locals.get("self") if frame.f_code.co_name in ("fit", "fit_predict") \
+            else None
+        if isinstance(owner, Pipeline):
             try:
                 if owner._final_estimator is estimator:
                     return owner, frame.f_locals.get("X")

@@ -1,0 +1,380 @@
+"""`mnist-estimators draw`: the JSON API on a real server (the command in a subprocess, on
+127.0.0.1), the page in chromium, the registry's models, and the command's errors."""
+
+import argparse
+import http.client
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import uvicorn
+from PIL import Image, ImageDraw
+
+from mnist_estimators import MLPClassifier, SoftmaxRegressionClassifier, draw, tracking
+from mnist_estimators.data import preprocess_image
+from mnist_estimators.persistence import save_model
+
+from conftest import X_TRAIN, Y_TRAIN
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+TINY = dict(max_epochs=3, batch_size=32, random_state=0, tracking=False)
+# `mnist-estimators draw ARGS`, as a user runs it
+COMMAND = [sys.executable, "-m", "mnist_estimators.cli"]
+SEVEN = [(70, 60), (210, 60), (120, 240)]
+ONE = [(150, 40), (140, 240)]
+
+
+def drawing(strokes=(SEVEN,), fmt="PNG", mode="RGB", size=280):
+    """Black strokes (width size/14, round ends) on white, or on transparent for mode RGBA."""
+    image = Image.new(mode, (size, size), (255, 255, 255, 0) if mode == "RGBA" else "white")
+    pen = ImageDraw.Draw(image)
+    for line in strokes:
+        pen.line(line, fill="black", width=size // 14, joint="curve")
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def call(base, path, body=None, content_type="image/png"):
+    """(status, JSON answer) of a GET, or of a POST when ``body`` is given."""
+    headers = {"Content-Type": content_type} if body is not None else {}
+    request = urllib.request.Request(base + path, data=body, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models")
+    return [save_model(SoftmaxRegressionClassifier(**TINY).fit(X_TRAIN, Y_TRAIN), folder / "softmax.pkl"),
+            save_model(MLPClassifier(**TINY, hidden_sizes=(32,)).fit(X_TRAIN, Y_TRAIN), folder / "mlp.pkl")]
+
+
+@pytest.fixture(scope="module")
+def server(models, tmp_path_factory):
+    """The command as a user starts it, on a free port; yields (URL, labelled folder)."""
+    root = tmp_path_factory.mktemp("draw")
+    labelled = root / "labelled"
+    env = {**os.environ, "MNIST_ESTIMATORS_TRACKING": "0", "MNIST_ESTIMATORS_CACHE": str(root / "cache")}
+    proc = subprocess.Popen(
+        [*COMMAND, "draw", "--model", str(models[0]), "--model", str(models[1]),
+         "--port", "0", "--labelled-dir", str(labelled)],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("draw page: http://127.0.0.1:"), first + proc.stdout.read()
+        assert str(labelled) in first and "softmax, mlp" in first
+        url = first.split()[2].rstrip("/")
+        assert call(url, "/api/counts")[0] == 200
+        yield url, labelled
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------- the API
+
+
+@pytest.mark.parametrize("fmt, mode, content_type", [
+    ("PNG", "RGB", "image/png"), ("JPEG", "RGB", "image/jpeg"),
+    ("PNG", "RGBA", "image/png")])  # a canvas's export: black on transparent
+def test_predict_answers_for_each_model(server, fmt, mode, content_type):
+    url, _ = server
+    status, answer = call(url, "/api/predict", drawing(fmt=fmt, mode=mode), content_type)
+    assert status == 200, answer
+    assert [p["model"] for p in answer["predictions"]] == ["softmax", "mlp"]
+    for p in answer["predictions"]:
+        assert len(p["probabilities"]) == 10
+        assert sum(p["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+        assert p["digit"] == int(np.argmax(p["probabilities"]))
+    frame = np.array(answer["input"])
+    assert frame.shape == (28, 28) and frame.min() >= 0 and frame.max() == 255
+    np.testing.assert_array_equal(frame.reshape(-1), preprocess_image(
+        Image.open(io.BytesIO(drawing(fmt=fmt, mode=mode)))))
+
+
+def test_predict_with_chosen_models(server):
+    url, _ = server
+    status, answer = call(url, "/api/predict?models=mlp", drawing())
+    assert status == 200 and [p["model"] for p in answer["predictions"]] == ["mlp"]
+    status, answer = call(url, "/api/predict?models=mlp,nope", drawing())
+    assert status == 400 and "unknown model 'nope'" in answer["detail"]
+    assert "softmax, mlp" in answer["detail"]  # what there is to choose from
+
+
+def test_oversize_bodies_are_refused(server):
+    url, _ = server
+    status, answer = call(url, "/api/predict", b"\x89PNG" + bytes(1_500_000))
+    assert status == 413 and "too large (1,500,004 bytes)" in answer["detail"]
+    # no Content-Length (chunked): the bytes read are counted
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request("POST", "/api/predict", body=iter([bytes(65536)] * 20),
+                 headers={"Content-Type": "image/png"}, encode_chunked=True)
+    resp = conn.getresponse()
+    assert resp.status == 413 and "over 1,000,000 bytes" in json.loads(resp.read())["detail"]
+    conn.close()
+
+
+def test_answers_come_without_a_nagle_stall(server):
+    # A listening socket made with proto 0 leaves asyncio's TCP_NODELAY off: every answer (headers,
+    # then body) then waited for the client's delayed ACK, >= 40 ms each on Linux.
+    host, port = server[0].removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    times = []
+    for _ in range(21):
+        start = time.perf_counter()
+        conn.request("GET", "/api/counts")
+        conn.getresponse().read()
+        times.append(time.perf_counter() - start)
+    conn.close()
+    assert sorted(times)[10] < 0.03, times
+
+
+def test_what_is_not_a_drawing_is_refused(server):
+    url, _ = server
+    status, answer = call(url, "/api/predict", b"garbage, not an image")
+    assert status == 400 and "not a PNG or JPEG image" in answer["detail"] and "garbage" in answer["detail"]
+    status, answer = call(url, "/api/predict", drawing(), "text/plain")
+    assert status == 415 and "got text/plain" in answer["detail"]
+    status, answer = call(url, "/api/predict", drawing(fmt="GIF"))
+    assert status == 415 and "GIF" in answer["detail"]
+    status, answer = call(url, "/api/predict", drawing(strokes=()))  # white, no ink
+    assert status == 422 and "no digit found" in answer["detail"]
+
+
+def test_label_saves_the_drawing(server):
+    url, labelled = server
+    before = call(url, "/api/counts")[1]
+    png = drawing()
+    status, answer = call(url, "/api/label/7", png)
+    assert status == 200, answer
+    saved = labelled / answer["saved"]
+    assert saved.parent == labelled / "7" and saved.suffix == ".png"
+    assert saved.read_bytes() == png
+    assert answer["counts"]["7"] == before["counts"]["7"] + 1
+    assert answer["total"] == before["total"] + 1
+    assert call(url, "/api/counts")[1] == {k: v for k, v in answer.items() if k != "saved"}
+    assert not list(labelled.rglob("*.part"))  # atomic: no temporary file left
+
+
+@pytest.mark.parametrize("path, status", [
+    ("/api/label/11", 422), ("/api/label/a", 422), ("/api/label/-1", 422),
+    ("/api/label/..%2F..%2Fx", 404), ("/api/label/%2E%2E", 422), ("/api/label/7%2F..%2F..%2Fx", 404)])
+def test_label_outside_0_to_9_writes_nothing(server, path, status):
+    url, labelled = server
+    root = labelled.parent
+    files = sorted(root.rglob("*"))
+    got, answer = call(url, path, drawing())
+    assert got == status, answer
+    if status == 422:
+        assert "the label must be one digit 0-9" in answer["detail"]
+    assert sorted(root.rglob("*")) == files
+
+
+def test_an_empty_drawing_is_not_saved(server):
+    url, labelled = server
+    before = sorted(labelled.rglob("*"))
+    status, answer = call(url, "/api/label/3", drawing(strokes=()))
+    assert status == 422 and "no digit found" in answer["detail"]
+    status, answer = call(url, "/api/label/3", drawing(fmt="JPEG"), "image/jpeg")
+    assert status == 415 and "image/png" in answer["detail"]
+    assert sorted(labelled.rglob("*")) == before
+
+
+def test_models_and_openapi(server):
+    url, _ = server
+    models = call(url, "/api/models")[1]["models"]
+    assert [(m["name"], m["source"], m["default"]) for m in models] == [
+        ("softmax", "command line", True), ("mlp", "command line", True)]
+    spec = call(url, "/openapi.json")[1]
+    assert {"/api/predict", "/api/label/{digit}", "/api/models", "/api/counts"} <= set(spec["paths"])
+    assert "image/png" in spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    with urllib.request.urlopen(url + "/docs", timeout=30) as resp:
+        assert resp.status == 200 and b"swagger" in resp.read().lower()
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def _draw(page, strokes):
+    box = page.locator("#pad").bounding_box()
+    scale = box["width"] / 280
+    for line in strokes:
+        (x, y), *rest = line
+        page.mouse.move(box["x"] + x * scale, box["y"] + y * scale)
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=8)
+        page.mouse.up()
+
+
+def _shown(page):
+    """{model: (digit shown, probabilities of its bars)} as the page shows them."""
+    return page.eval_on_selector_all("#results .model", """cards => Object.fromEntries(cards.map(
+        c => [c.dataset.model, [Number(c.querySelector('.digit').textContent),
+                                [...c.querySelectorAll('.bar')].map(b => Number(b.dataset.p))]]))""")
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium not installed (.ci/run installs it)")
+def test_page_in_a_browser(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, labelled = server
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(url + "/")
+            expect(page.locator("#picker input:checked")).to_have_count(2)
+            expect(page.locator("#counts span")).to_have_count(10)
+            cards = page.locator("#results .model")
+
+            _draw(page, [ONE])  # a "1" with the mouse: both models answer while it is drawn
+            expect(cards).to_have_count(2)
+            shown = _shown(page)
+            assert set(shown) == {"softmax", "mlp"}
+            for digit, probabilities in shown.values():
+                assert len(probabilities) == 10 and sum(probabilities) == pytest.approx(1, abs=1e-5)
+                assert digit == int(np.argmax(probabilities))
+            first, second = cards.nth(0).bounding_box(), cards.nth(1).bounding_box()
+            assert second["x"] >= first["x"] + first["width"] and abs(second["y"] - first["y"]) < 5
+            seen = page.eval_on_selector("#seen", "c => [...c.getContext('2d').getImageData("
+                                         "0, 0, 28, 28).data].filter((v, i) => i % 4 == 0)")
+            assert max(seen) == 255 and seen.count(0) > 28 * 28 / 2  # white ink on black
+
+            page.click("#clear")
+            expect(cards).to_have_count(0)
+            _draw(page, [SEVEN])
+            expect(cards).to_have_count(2)
+            page.wait_for_timeout(400)  # the debounced request of the last stroke has answered
+            page.screenshot(path=str(ARTIFACTS / "draw-page.png"))
+
+            page.get_by_label("mlp").uncheck()  # the picker: one model, then both again
+            expect(cards).to_have_count(1)
+            expect(cards.first).to_have_attribute("data-model", "softmax")
+            page.get_by_label("mlp").check()
+            expect(cards).to_have_count(2)
+
+            before = len(list((labelled / "7").glob("*.png")))
+            page.get_by_role("button", name="that was a 7").click()
+            expect(page.locator("#status")).to_contain_text("saved as 7/")
+            saved = labelled / page.locator("#status").inner_text().removeprefix("saved as ")
+            assert saved.is_file() and len(list((labelled / "7").glob("*.png"))) == before + 1
+            with Image.open(saved) as png:
+                assert png.format == "PNG" and png.size == (280, 280)
+                assert preprocess_image(png).max() == 255  # the drawing, not a blank canvas
+            expect(page.locator("#counts [data-digit='7']")).to_have_text(f"7: {before + 1}")
+            expect(cards).to_have_count(0)  # cleared for the next drawing
+
+            page.get_by_role("button", name="that was a 3").click()  # nothing drawn
+            expect(page.locator("#error")).to_contain_text("draw a digit first")
+            page.set_input_files("#file", files=[{"name": "photo.png", "mimeType": "image/png",
+                                                  "buffer": b"\x89PNG" + bytes(1_200_000)}])
+            expect(page.locator("#error")).to_be_visible()
+            expect(page.locator("#error")).to_contain_text("413: the image is too large")
+            page.screenshot(path=str(ARTIFACTS / "draw-page-error.png"))
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert (ARTIFACTS / "draw-page.png").stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------- registry and command
+
+
+@pytest.mark.tracking
+def test_registered_models_are_offered_and_loaded_on_first_use(tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    est = SoftmaxRegressionClassifier(max_epochs=2, batch_size=32, random_state=0,
+                                      tracking_options={"register_as": "draw-plain"})
+    est.fit(X_TRAIN, Y_TRAIN)
+    tracking.register(est.last_run_id_, "draw-champ", alias="champion")
+    catalogue = draw.Catalogue()
+    assert catalogue.refs == {"draw-plain/1": "models:/draw-plain/1",
+                              "draw-champ@champion": "models:/draw-champ@champion"}
+    assert catalogue.defaults == ["draw-champ@champion"] and not catalogue.loaded  # lazily
+    frame = preprocess_image(Image.open(io.BytesIO(drawing())))
+    (answer,) = draw.predict(catalogue, frame, ["draw-champ@champion"])
+    np.testing.assert_allclose(answer["probabilities"], est.predict_proba(frame[None])[0], atol=1e-6)
+    assert list(catalogue.loaded) == ["draw-champ@champion"]
+    # named on the command line: loaded up front, and offered once
+    named = draw.Catalogue(["models:/draw-champ@champion"])
+    assert named.defaults == ["draw-champ@champion"] and len(named.refs) == 2
+
+
+def test_a_failing_model_is_named(models):
+    class Broken:
+        classes_ = np.arange(10)
+
+        def predict_proba(self, X):
+            raise RuntimeError("out of memory")
+
+    catalogue = draw.Catalogue(models, registry=False)
+    catalogue.loaded["mlp"] = Broken()
+    frame = preprocess_image(Image.open(io.BytesIO(drawing())))
+    assert len(draw.predict(catalogue, frame, ["softmax"])) == 1
+    with pytest.raises(draw.ModelError, match="model 'mlp' failed: RuntimeError: out of memory"):
+        draw.predict(catalogue, frame, ["softmax", "mlp"])
+
+
+def _args(tmp_path, *models, port=0):
+    parser = argparse.ArgumentParser()
+    draw.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["draw", *sum((["--model", str(m)] for m in models), []),
+                              "--port", str(port), "--labelled-dir", str(tmp_path / "labelled")])
+
+
+@pytest.fixture
+def no_serving(monkeypatch):
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("the server started"))
+
+
+def test_command_names_a_missing_or_broken_model_before_serving(tmp_path, models, no_serving):
+    args = _args(tmp_path, models[0], tmp_path / "missing.pkl")
+    assert args.func is draw.cmd_draw and args.host == "127.0.0.1"
+    with pytest.raises(FileNotFoundError, match="missing.pkl does not exist"):
+        draw.cmd_draw(args)
+    (tmp_path / "broken.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="broken.pkl: not a saved model"):
+        draw.cmd_draw(_args(tmp_path, tmp_path / "broken.pkl"))
+    with pytest.raises(ValueError, match="no model to draw with"):
+        draw.cmd_draw(_args(tmp_path))  # tracking is off here: no registry either
+    assert not (tmp_path / "labelled").exists()
+
+
+def test_command_names_a_port_in_use(tmp_path, models, no_serving):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            draw.cmd_draw(_args(tmp_path, models[0], port=port))
+
+
+def test_page_is_served_whole_and_offline(server):
+    url, _ = server
+    with urllib.request.urlopen(url + "/", timeout=30) as resp:
+        page = resp.read().decode()
+    assert "<canvas" in page and "pointerdown" in page and "that was a" in page
+    assert "http://" not in page and "https://" not in page  # no CDN: the machine may be offline
