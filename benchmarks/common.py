@@ -1,7 +1,6 @@
 """What every benchmark here shares: the full-MNIST location and the skip when it is absent."""
 
 import argparse
-import json
 import os
 import platform
 import sys

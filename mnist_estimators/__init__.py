@@ -5,6 +5,7 @@ from .data import (
     EmptyImageError,
     MNISTFormatError,
     download_mnist,
+    load_images,
     load_mnist,
     load_sample,
     read_idx,
@@ -14,6 +15,7 @@ from .data import (
     read_mnist_csv,
 )
 from .estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier
+from .evaluation import Evaluation, evaluate_images
 from .training import (
     Augment,
     TensorBatchIterator,
@@ -29,6 +31,7 @@ __all__ = [
     "CNNClassifier",
     "ChecksumError",
     "EmptyImageError",
+    "Evaluation",
     "MLPClassifier",
     "MNISTFormatError",
     "SoftmaxRegressionClassifier",
@@ -36,7 +39,9 @@ __all__ = [
     "TrainingDivergedError",
     "check_gradients",
     "download_mnist",
+    "evaluate_images",
     "init_weights",
+    "load_images",
     "load_mnist",
     "load_sample",
     "preprocess_image",

@@ -2,7 +2,7 @@
 
     mnist-estimators demo [--data-home DIR] [--output-dir models]
     mnist-estimators train --model mlp --param hidden_sizes=(512,256) --param max_epochs=5 -o mlp.pkl
-    mnist-estimators evaluate mlp.pkl [--csv test.csv | --data-home DIR]
+    mnist-estimators evaluate mlp.pkl [--csv test.csv | --data-home DIR | --images drawings/]
     mnist-estimators predict mlp.pkl digit1.png digits/ | mnist-estimators predict mlp.pkl --csv x.csv
     mnist-estimators tune --pipeline cnn --trials 50 --timeout 600 --storage sqlite:///study.db --study-name cnn
     mnist-estimators search --pipeline mlp --grid '{"clf__lr": [0.001, 0.01]}'
@@ -113,10 +113,25 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
-    model = load_model(args.model)
-    (X, y), where = _load_data(args, "test")
-    acc = model.score(X, y)
-    print(f"accuracy {acc:.4f} on {len(y)} images ({where})")
+    """Accuracy on MNIST test or a CSV; with ``--images DIR``, the full report of
+    ``evaluation.evaluate_images`` (confusion, worst mistakes) and an MLflow evaluation run."""
+    if args.images is None:
+        model = load_model(args.model)
+        (X, y), where = _load_data(args, "test")
+        acc = model.score(X, y)
+        print(f"accuracy {acc:.4f} on {len(y)} images ({where})")
+        return 0
+    from .evaluation import evaluate_images
+
+    if args.csv or args.data_home:
+        raise CLIError("--images evaluates on a folder of labelled images; it does not go with "
+                       "--csv or --data-home")
+    result = evaluate_images(args.model, args.images, top=args.top, on_error=args.on_error)
+    print(result.report())
+    if result.run_id:
+        import mlflow
+
+        print(f"\nevaluation run {result.run_id} in {mlflow.get_tracking_uri()}")
     return 0
 
 
@@ -433,9 +448,18 @@ def build_parser():
     data_args(p, "train on a CSV (label, then 784 pixels) instead of MNIST")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="accuracy of a saved model on MNIST test or a CSV")
+    p = sub.add_parser("evaluate", help="accuracy of a saved model on MNIST test, a CSV, or a "
+                       "folder of labelled images (with confusion and worst mistakes)")
     p.add_argument("model")
     data_args(p, "evaluate on a CSV (label, then 784 pixels)")
+    p.add_argument("--images", metavar="DIR", help="a folder of labelled images: subfolders "
+                   "0/ to 9/, or the digit in each file name (7_foo.png, foo-7.png, label7.png); "
+                   "prints the confusion table and the worst mistakes, and logs an MLflow run")
+    p.add_argument("--top", type=int, default=10, help="with --images: how many of the most "
+                   "confident mistakes to list (default: 10)")
+    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
+                   help="with --images: stop at a blank, unreadable or unlabelled file (raise, "
+                   "the default), or leave it out with a warning (skip)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tune", help="Optuna study over a ready pipeline (see pipelines/)")

@@ -1,4 +1,5 @@
-"""MNIST data: IDX (raw or .gz), CSV and image-folder readers, verified download, cache, sample.
+"""MNIST data: IDX (raw or .gz), CSV, image and labelled image folder readers, verified download,
+cache, sample.
 
 ``load_mnist`` looks, first match wins, in:
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import urllib.error
 import urllib.request
 import warnings
@@ -281,6 +283,127 @@ def read_images(paths):
     """
     files = image_files(paths)
     return np.stack([preprocess_image(p) for p in files]), [str(p) for p in files]
+
+
+_LABEL_TOKEN = re.compile(r"(?:label|digit)?([0-9])", re.IGNORECASE)
+
+
+def image_label(name):
+    """The digit a labelled image's file name gives, or raise ``MNISTFormatError`` naming it.
+
+    The name without its suffix is split on ``_``, ``-``, ``.`` and spaces; the label is the one
+    token that is a single digit, alone or after ``label`` or ``digit``: ``7_003.png``,
+    ``me-7.png``, ``7.png``, ``label7.jpg``, ``scan.digit7.png`` are all 7. Tokens of several
+    digits (counters, dates: ``003``, ``20240105``) are not labels. A name with no such token,
+    or with two (``3_7.png``), is refused.
+    """
+    name = Path(name)
+    tokens = [t for t in re.split(r"[-_. ]+", name.stem) if t]
+    digits = [m.group(1) for m in map(_LABEL_TOKEN.fullmatch, tokens) if m]
+    if len(digits) == 1:
+        return int(digits[0])
+    if not digits:
+        raise MNISTFormatError(
+            f"{name}: no label in the file name: expected a single-digit token such as "
+            "'7_foo.png', 'foo-7.png' or 'label7.png', or the file in a subfolder 0/ to 9/.")
+    raise MNISTFormatError(
+        f"{name}: ambiguous label in the file name: the tokens {', '.join(digits)} could each "
+        "be the digit; rename it so that one token is the digit, or put it in a subfolder "
+        "0/ to 9/.")
+
+
+def load_images(folder, *, on_error="raise", return_files=False):
+    """Load a folder of labelled digit images (PNG, JPEG...) as ``(X, y)``, like ``load_mnist``.
+
+    An image's label is the name of its subfolder, ``folder/0/`` ... ``folder/9/`` (the layout
+    ``mnist-estimators draw`` and ``python -m mnist_estimators.strokes`` write); an image at the
+    top level of ``folder`` is labelled by its file name (see ``image_label``: ``7_foo.png``,
+    ``foo-7.png``, ``label7.png``). Other subfolders and non-image files are ignored. Every
+    image goes through ``preprocess_image``, so ``X`` is in MNIST's form.
+
+    Parameters
+    ----------
+    folder : str or Path
+    on_error : {"raise", "skip"}, default="raise"
+        What to do with a file that cannot be used: unreadable, blank (``EmptyImageError``), or
+        a top-level file without a label in its name. "raise" raises the error, naming the file;
+        "skip" leaves it out and issues one warning listing the files skipped and why.
+    return_files : bool, default=False
+        Also return the path of each image (``folder`` joined with its relative path).
+
+    Returns
+    -------
+    X : ndarray of shape (n, 784), uint8
+    y : ndarray of shape (n,), int64 in 0-9
+    files : list of str, only if ``return_files``
+        In the order of the rows: by subfolder, then by name; top-level files last.
+
+    Raises
+    ------
+    FileNotFoundError, NotADirectoryError
+        ``folder`` does not exist, is a file, or holds no image in either layout.
+    MNISTFormatError
+        With ``on_error="raise"``: the first file that cannot be used, named in the message
+        (``EmptyImageError`` for a blank one). With "skip": when no file can be used.
+
+    Examples
+    --------
+    >>> X, y = load_images("drawings/")  # doctest: +SKIP
+    >>> MLPClassifier().fit(X, y)  # doctest: +SKIP
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(
+            f"The 'on_error' parameter must be 'raise' or 'skip'. Got {on_error!r} instead.")
+    folder = Path(folder)
+    if not folder.is_dir():
+        if folder.exists():
+            raise NotADirectoryError(f"{folder} is not a folder of labelled images.")
+        raise FileNotFoundError(f"Image folder {folder} does not exist.")
+
+    def images_in(path):
+        return sorted(p for p in path.iterdir()
+                      if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+    labelled = [(p, digit) for digit in range(10) if (folder / str(digit)).is_dir()
+                for p in images_in(folder / str(digit))]
+    loose = images_in(folder)
+    if not labelled and not loose:
+        raise FileNotFoundError(
+            f"Image folder {folder} holds no labelled images: neither subfolders 0/ to 9/ of "
+            f"images nor {'/'.join(IMAGE_SUFFIXES)} files named with their digit.")
+    skipped = []
+
+    def failed(path, exc):
+        if on_error == "raise":
+            raise exc
+        skipped.append(f"{path} ({str(exc).removeprefix(f'{path}: ')})")
+
+    for path in loose:  # every name is checked before any image is decoded
+        try:
+            labelled.append((path, image_label(path)))
+        except MNISTFormatError as exc:
+            failed(path, exc)
+    rows, labels, files = [], [], []
+    for path, digit in labelled:
+        try:
+            rows.append(preprocess_image(path))
+        except (MNISTFormatError, OSError) as exc:  # EmptyImageError is an MNISTFormatError
+            failed(path, exc)
+            continue
+        labels.append(digit)
+        files.append(str(path))
+    if skipped:
+        shown = "; ".join(skipped[:20])
+        if len(skipped) > 20:
+            shown += f"; and {len(skipped) - 20} more"
+        warnings.warn(f"load_images skipped {len(skipped)} file(s) of {folder}: {shown}",
+                      UserWarning, stacklevel=2)
+    if not rows:
+        raise MNISTFormatError(f"Image folder {folder}: none of its {len(skipped)} image(s) "
+                               "could be used (see the warning for why).")
+    X, y = np.stack(rows), np.asarray(labels, dtype=np.int64)
+    _remember({"kind": "images", "path": str(folder.resolve()), "n": len(X)}, X, y)
+    return (X, y, files) if return_files else (X, y)
 
 
 def preprocess_image(image, *, name=None):

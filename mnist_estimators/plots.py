@@ -164,5 +164,5 @@ def embedding(features, y, method="pca", random_state=0):
         sel = np.asarray(y) == label
         ax.scatter(points[sel, 0], points[sel, 1], s=6, label=str(label))
     ax.legend(markerscale=3, fontsize=7, ncols=2)
-    ax.set(title=f"Penultimate-layer activations ({method.upper()}, n={len(features)})")
+    ax.set(title=f"Penultimate-layer activations ({dict(tsne='t-SNE').get(method, method.upper())}, n={len(features)})")
     return fig

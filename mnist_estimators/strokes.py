@@ -38,13 +38,23 @@ def _shape(digit, rng):
         return [_arc(0.5, 0.5, 0.3 + j(), 0.42 + j(), -90, 275 + rng.uniform(0, 20))]
     if digit == 1:
         stem = _line((0.5 + j(), 0.08), (0.5 + j(), 0.92))
-        if rng.random() < 0.5:  # with the flag at the top
-            return [np.concatenate([_line((0.32 + j(), 0.28 + j())), stem])]
-        return [stem]
+        strokes = [np.concatenate([_line((0.32 + j(), 0.28 + j())), stem])] \
+            if rng.random() < 0.5 else [stem]  # with the flag at the top, or a bare stem
+        if rng.random() < 0.2:  # a base
+            strokes.append(_line((0.32, 0.92), (0.68, 0.92)))
+        return strokes
     if digit == 2:
+        if rng.random() < 0.3:  # a loop at the bottom left
+            return [np.concatenate([_arc(0.5, 0.3, 0.25, 0.2 + j(), 190, 370),
+                                    _line((0.72, 0.42), (0.3, 0.85)),
+                                    _arc(0.3, 0.8, 0.08, 0.08, 90, 400, n=10),
+                                    _line((0.36, 0.88), (0.82 + j(), 0.88))])]
         return [np.concatenate([_arc(0.5, 0.3, 0.25, 0.2 + j(), 190, 370),
                                 _line((0.72, 0.42), (0.22 + j(), 0.9), (0.8 + j(), 0.9))])]
     if digit == 3:
+        if rng.random() < 0.3:  # a flat top, like a Z
+            return [np.concatenate([_line((0.22, 0.1), (0.75, 0.1), (0.42, 0.45)),
+                                    _arc(0.47, 0.68, 0.28 + j(), 0.24, 270, 500)])]
         return [np.concatenate([_arc(0.47, 0.29, 0.25, 0.2, 210, 450),
                                 _arc(0.47, 0.7, 0.28 + j(), 0.22, 270, 510)])]
     if digit == 4:
@@ -67,8 +77,9 @@ def _shape(digit, rng):
         t = np.radians(np.linspace(0, 360, 48))
         return [np.stack([0.5 + (0.23 + j()) * np.sin(2 * t), 0.5 - 0.42 * np.cos(t)], axis=1)]
     if digit == 9:
-        return [np.concatenate([_arc(0.5, 0.3, 0.24 + j(), 0.2, 0, 360),
-                                _line((0.74, 0.3), (0.7 + j(0.08), 0.92))])]
+        stem = _line((0.74, 0.3), (0.7 + j(0.08), 0.92)) if rng.random() < 0.6 else \
+            _arc(0.44, 0.3, 0.3, 0.62, 0, 110, n=12)  # a straight or a curved tail
+        return [np.concatenate([_arc(0.5, 0.3, 0.24 + j(), 0.2, 0, 360), stem])]
     raise ValueError(f"digit must be 0-9, got {digit!r}")
 
 
@@ -80,20 +91,24 @@ def draw_digit(digit, rng=None, canvas=None, transparent=None):
     size = int(canvas or rng.choice([140, 200, 280, 400]))
     strokes = _shape(digit, rng)
     # slant, rotation, aspect and size, then a place on the canvas: as people draw
-    slant, angle = rng.uniform(-0.35, 0.2), np.radians(rng.uniform(-10, 10))
+    slant, angle = rng.uniform(-0.45, 0.25), np.radians(rng.uniform(-15, 15))
     aspect = rng.uniform(0.75, 1.15)
     height = rng.uniform(0.35, 0.85) * size
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     out = []
+    # a smooth random warp of the whole shape: a hand does not repeat a template
+    amp, freq, phase = rng.uniform(0, 0.05, 2), rng.uniform(2, 5, 2), rng.uniform(0, 2 * np.pi, 2)
     for s in strokes:
-        p = s - 0.5
+        p = s + amp * np.sin(freq * s[:, ::-1] + phase) - 0.5
         p = np.stack([(p[:, 0] + slant * -p[:, 1]) * aspect, p[:, 1]], axis=1) @ rot.T * height
         out.append(p)
     pts = np.concatenate(out)
+    fit = min(1.0, 0.9 * size / max(np.ptp(pts, axis=0).max(), 1e-9))  # on the canvas, whole
+    out, pts = [p * fit for p in out], pts * fit
     low, high = pts.min(0), pts.max(0)
-    room = np.maximum(size - (high - low), 1)
-    offset = rng.uniform(0.1, 0.9, 2) * room - low
     width = max(2.0, rng.uniform(0.025, 0.09) * size)
+    room = np.maximum(size - (high - low) - 1.5 * width, 1)  # the pen's width inside too
+    offset = rng.uniform(0.05, 0.95, 2) * room - low + 0.75 * width
     scale = 4  # drawn at 4x and reduced: anti-aliased strokes, as a canvas draws them
     img = Image.new("L", (size * scale, size * scale), 0)
     pen = ImageDraw.Draw(img)

@@ -1,6 +1,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,6 +160,10 @@ def test_predict_names_a_bad_input_and_still_predicts_the_others(tmp_path, capsy
     (["predict", "{model}", "{empty}"], "empty holds no .png"),
     (["evaluate", "{bogus}"], "not a saved model"),
     (["train", "--model", "mlp", "-o", "x.pkl", "--data-home", "{empty}"], "lacks train-images-idx3-ubyte"),
+    (["evaluate", "{model}", "--images", "{empty}/nowhere"], "nowhere does not exist"),
+    (["evaluate", "{model}", "--images", "{empty}"], "empty holds no labelled images"),
+    (["evaluate", "{model}", "--images", "{empty}", "--csv", "t.csv"], "does not go with --csv"),
+    (["evaluate", "{model}", "--images", "{empty}", "--top", "-1"], "'top' parameter must be"),
 ])
 def test_bad_arguments_get_one_line_errors(tmp_path, capsys, argv, message):
     folder = _digits_folder(tmp_path)
@@ -236,3 +241,94 @@ def test_sigterm_ends_the_run_killed_not_running(tmp_path):
     run = client.get_run(runs[0].info.run_id)
     assert run.info.status == "KILLED"
     assert not (tmp_path / "m.pkl").exists()  # no model file that looks complete
+
+
+def _small_model(tmp_path):
+    from mnist_estimators import MLPClassifier
+    from mnist_estimators.persistence import save_model
+
+    from conftest import X_TRAIN, Y_TRAIN
+
+    est = MLPClassifier(hidden_sizes=(32,), max_epochs=3, random_state=0, tracking=False)
+    return save_model(est.fit(X_TRAIN, Y_TRAIN), tmp_path / "mlp.pkl")
+
+
+def _evaluate_images(tmp_path, capsys):
+    """Train a small model, draw 30 digits, run ``evaluate --images``; (folder, out, err)."""
+    from mnist_estimators.strokes import make_set
+
+    model = _small_model(tmp_path)
+    folder = tmp_path / "drawings"
+    make_set(folder, per_digit=3, seed=0)
+    capsys.readouterr()
+    assert main(["evaluate", str(model), "--images", str(folder), "--top", "4"]) == 0
+    out, err = capsys.readouterr()
+    return folder, out, err
+
+
+def _check_images_report(out, folder):
+    acc = float(re.search(r"^accuracy (\d\.\d{4}) on 30 images \(labelled images in "
+                          + re.escape(str(folder)) + r"\)$", out, re.M).group(1))
+    assert re.search(r"^true +0 +1 +2 +3 +4 +5 +6 +7 +8 +9  images  accuracy$", out, re.M)
+    rows = re.findall(r"^ +(\d) ((?: +\d+){10}) +(\d+) +([0-9.]+|-)$", out, re.M)
+    assert [int(r[0]) for r in rows] == list(range(10)) and all(r[2] == "3" for r in rows)
+    correct = sum(int(r[1].split()[int(r[0])]) for r in rows)
+    assert correct / 30 == pytest.approx(acc, abs=1e-4)
+    mistakes = re.findall(r"^ +([01]\.\d{4}) +(\d) +(\d) +(\S+)$", out, re.M)
+    assert 0 < len(mistakes) <= 4 and "worst mistakes:" in out
+    for prob, true, predicted, file in mistakes:
+        assert file.startswith(str(folder)) and Path(file).parent.name == true != predicted
+    probs = [float(m[0]) for m in mistakes]
+    assert probs == sorted(probs, reverse=True)
+    return acc, mistakes
+
+
+def test_evaluate_images_prints_accuracy_confusion_and_worst_mistakes(tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder, out, err = _evaluate_images(tmp_path, capsys)
+    _check_images_report(out, folder)
+    assert "evaluation run" not in out and "Traceback" not in err
+    assert not (tmp_path / "mlruns").exists()  # tracking off: no store, no run
+
+
+@pytest.mark.tracking
+def test_evaluate_images_logs_an_evaluation_run(tmp_path, capsys, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "evaluate-images")
+    folder, out, err = _evaluate_images(tmp_path, capsys)
+    acc, mistakes = _check_images_report(out, folder)
+    run_id = re.search(rf"^evaluation run (\w+) in {re.escape(uri)}$", out, re.M).group(1)
+    assert err == ""  # MLflow's and scikit-learn's chatter is kept off the console
+    client = mlflow.MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["accuracy"] == pytest.approx(acc, abs=1e-4)
+    assert {f"digit_accuracy/{d}" for d in range(10)} <= set(run.data.metrics)
+    assert run.data.params["images.folder"] == str(folder.resolve())
+    assert run.data.params["images.n"] == "30"
+    (ds,) = run.inputs.dataset_inputs
+    assert ds.dataset.name == "images-drawings"
+    figures = {a.path for a in client.list_artifacts(run_id, "figures")}
+    assert figures == {"figures/confusion_matrix.png", "figures/misclassified.png"}
+    logged = mlflow.artifacts.load_text(f"runs:/{run_id}/mistakes.csv").splitlines()
+    assert [line.split(",")[0] for line in logged[1:len(mistakes) + 1]] == [m[3] for m in mistakes]
+
+
+def test_evaluate_images_skips_a_blank_file_when_asked(tmp_path, capsys):
+    from mnist_estimators.strokes import make_set
+
+    folder = tmp_path / "drawings"
+    make_set(folder, per_digit=1, seed=0)
+    Image.new("L", (50, 50), 255).save(folder / "4" / "blank.png")
+    model = _small_model(tmp_path)
+    assert main(["evaluate", str(model), "--images", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / '4' / 'blank.png'}: no digit found" in err and "Traceback" not in err
+    assert main(["evaluate", str(model), "--images", str(folder), "--on-error", "skip"]) == 0
+    out, err = capsys.readouterr()
+    assert re.search(r"^accuracy \d\.\d{4} on 10 images", out, re.M)
+    assert "UserWarning: load_images skipped 1 file(s)" in err and "blank.png" in err

@@ -1,6 +1,8 @@
 import gzip
 import hashlib
 import http.server
+import json
+import re
 import threading
 import warnings
 from pathlib import Path
@@ -374,3 +376,146 @@ def test_unreachable_mirrors_fall_back_to_sample_with_warnings(tmp_path):
 
 def test_standard_file_names():
     assert FILES["train"] == ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+
+
+# --------------------------------------------------------------------------- labelled image folders
+
+
+def _drawn(folder, per_digit=2, seed=0):
+    from mnist_estimators.strokes import make_set
+
+    make_set(folder, per_digit=per_digit, seed=seed)
+    return folder
+
+
+def _blank_png(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (60, 60), 255).save(path)
+    return path
+
+
+def test_load_images_from_digit_subfolders(tmp_path):
+    from mnist_estimators import load_images
+    from mnist_estimators.data import data_source
+
+    folder = _drawn(tmp_path / "drawn")
+    (folder / "notes").mkdir()  # other subfolders and files are not images of digits
+    _blank_png(folder / "notes" / "x.png")
+    (folder / "3" / "README.txt").write_text("ignored")
+    X, y, files = load_images(folder, return_files=True)
+    assert X.shape == (20, 784) and X.dtype == np.uint8 and y.dtype == np.int64
+    assert y.tolist() == [d for d in range(10) for _ in range(2)]
+    assert files[:3] == [str(folder / "0" / "000.png"), str(folder / "0" / "001.png"),
+                         str(folder / "1" / "000.png")]
+    np.testing.assert_array_equal(X, read_images(files)[0])  # preprocess_image, row for row
+    assert data_source(X) == {"kind": "images", "path": str(folder.resolve()), "n": 20}
+    assert data_source(y)["kind"] == "images"
+
+
+@pytest.mark.parametrize("name, digit", [
+    ("7_foo.png", 7), ("foo-7.png", 7), ("label7.png", 7), ("7.png", 7), ("scan_003-4.jpg", 4),
+    ("Digit9.PNG", 9), ("me 2.png", 2), ("2024-01-05_8.png", 8), ("a.b.label_1.png", 1),
+])
+def test_image_label_reads_the_digit_token_of_a_file_name(name, digit):
+    from mnist_estimators.data import image_label
+
+    assert image_label(name) == digit
+
+
+@pytest.mark.parametrize("name, message", [
+    ("foo.png", "no label in the file name"), ("003.png", "no label in the file name"),
+    ("seven_a7.png", "no label in the file name"), ("3_7.png", "ambiguous label"),
+    ("label3-digit7.png", "ambiguous label"),
+])
+def test_image_label_refuses_names_without_one_digit(name, message):
+    from mnist_estimators.data import image_label
+
+    with pytest.raises(MNISTFormatError, match=f"{re.escape(name)}: {message}"):
+        image_label(name)
+
+
+def test_load_images_labelled_by_file_name(tmp_path):
+    from mnist_estimators import load_images
+
+    drawn = _drawn(tmp_path / "drawn", per_digit=1)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    names = {"7_a.png": 7, "b-3.png": 3, "label5.png": 5, "x.digit0.png": 0}
+    for name, digit in names.items():
+        (flat / name).write_bytes((drawn / str(digit) / "000.png").read_bytes())
+    X, y, files = load_images(flat, return_files=True)
+    assert X.shape == (4, 784)
+    assert dict(zip((Path(f).name for f in files), y.tolist())) == names
+    np.testing.assert_array_equal(X[[Path(f).name for f in files].index("7_a.png")],
+                                  load_images(drawn)[0][7])
+
+
+def test_load_images_names_a_blank_or_unreadable_file_or_skips_it(tmp_path):
+    from mnist_estimators import EmptyImageError, load_images
+
+    folder = _drawn(tmp_path / "drawn")
+    blank = _blank_png(folder / "3" / "blank.png")
+    with pytest.raises(EmptyImageError, match=rf"{re.escape(str(blank))}: no digit found"):
+        load_images(folder)
+    broken = folder / "5" / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="skipped 2 file") as caught:
+        X, y, files = load_images(folder, on_error="skip", return_files=True)
+    message = str(caught[0].message)
+    assert str(blank) in message and str(broken) in message and "not a readable image" in message
+    assert X.shape == (20, 784) and str(blank) not in files and str(broken) not in files
+
+
+def test_load_images_names_an_unlabelled_file(tmp_path):
+    from mnist_estimators import load_images
+
+    drawn = _drawn(tmp_path / "drawn", per_digit=1)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "4_ok.png").write_bytes((drawn / "4" / "000.png").read_bytes())
+    (flat / "mystery.png").write_bytes((drawn / "6" / "000.png").read_bytes())
+    with pytest.raises(MNISTFormatError, match=r"mystery\.png: no label in the file name"):
+        load_images(flat)
+    with pytest.warns(UserWarning, match=r"skipped 1 file.*mystery\.png \(no label"):
+        X, y = load_images(flat, on_error="skip")
+    assert y.tolist() == [4]
+
+
+def test_load_images_folder_errors(tmp_path):
+    from mnist_estimators import load_images
+
+    with pytest.raises(FileNotFoundError, match="Image folder .*nowhere does not exist"):
+        load_images(tmp_path / "nowhere")
+    (tmp_path / "empty" / "3").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="empty holds no labelled images"):
+        load_images(tmp_path / "empty")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        load_images(_blank_png(tmp_path / "1_x.png"))
+    with pytest.raises(ValueError, match="'on_error' parameter must be 'raise' or 'skip'"):
+        load_images(tmp_path / "empty", on_error="ignore")
+    _blank_png(tmp_path / "blank" / "2" / "a.png")
+    with pytest.warns(UserWarning), pytest.raises(MNISTFormatError, match="none of its 1 image"):
+        load_images(tmp_path / "blank", on_error="skip")
+
+
+@pytest.mark.tracking
+def test_a_fit_on_load_images_is_tracked_with_its_images_source(tmp_path, monkeypatch):
+    import mlflow
+
+    from mnist_estimators import SoftmaxRegressionClassifier, load_images
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "images")
+    folder = _drawn(tmp_path / "drawn")
+    est = SoftmaxRegressionClassifier(max_epochs=2, random_state=0, tracking_options={
+        "log_model": False, "figures": "none"}).fit(*load_images(folder))
+    assert est.predict(X_TRAIN[:3]).shape == (3,)
+    run = mlflow.MlflowClient().get_run(est.last_run_id_)
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["data.source"] == "images" and p["data.shape"] == "(20, 784)"
+    (ds,) = run.inputs.dataset_inputs
+    assert ds.dataset.digest == run.data.tags["data.digest"]
+    assert json.loads(ds.dataset.profile)["features_shape"] == [20, 784]
+    assert ds.dataset.name == "images-drawn"  # named by its folder, and pointing at it
+    assert json.loads(ds.dataset.source)["uri"].endswith("/drawn")

@@ -137,6 +137,20 @@ def test_figures_all_adds_weight_histograms_and_embedding(store):
     assert "model_uri" not in store.get_run(est.last_run_id_).data.tags  # log_model=False
 
 
+def test_figures_that_cannot_be_drawn_leave_the_run_and_its_model_logged(store, tmp_path,
+                                                                        monkeypatch):
+    # t-SNE refuses 4 points (perplexity 5): a real drawing failure. It must not be taken for
+    # a store failure, which sends the model to the outbox.
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(tracking.TrackingWarning, match="its figures could not be drawn .*perplexity"):
+        est = _fit(MLPClassifier, X=X_TRAIN[:40], y=Y_TRAIN[:40], validation_fraction=0.1,
+                   tracking_options={"figures": "all", "embedding": "tsne"})
+    run = store.get_run(est.last_run_id_)
+    assert run.info.status == "FINISHED" and run.data.tags["model_uri"].startswith("models:/")
+    assert "mnist_estimators.model_kept_locally" not in run.data.tags
+    assert not (tmp_path / "models").exists()
+
+
 class SeenInStore(Callback):
     """Records, as epoch 3 begins, which epochs another client already sees in the store."""
 

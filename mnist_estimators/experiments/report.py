@@ -582,7 +582,7 @@ def _images_markdown(exp, images):
         return []
     lines = ["## Seed 0 of each value", "",
              f"{', '.join(n.replace('_', ' ') for n in exp.cell_figures)}"
-             + (f" (embedding: {exp.embedding.upper()} of the penultimate layer)"
+             + (f" (embedding: {dict(tsne='t-SNE', pca='PCA')[exp.embedding]} of the penultimate layer)"
                 if "embedding" in exp.cell_figures else "")
              + ", from each value's seed-0 run; the same figures are on that run.", ""]
     for name in exp.cell_figures:

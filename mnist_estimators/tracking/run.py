@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -174,17 +175,20 @@ class FitRun:
         import mlflow.data
 
         name = {"folder": "mnist", "cache": "mnist", "download": "mnist", "sample": "mnist-sample",
-                "csv": "mnist-csv"}.get(source["kind"], "arrays")
+                "csv": "mnist-csv", "images": "images"}.get(source["kind"], "arrays")
         if source.get("rows") == "subset":
             name += "-subset"
-        path = source.get("path") if source["kind"] in ("folder", "cache", "download", "csv") else None
+        path = source.get("path") if source["kind"] in ("folder", "cache", "download", "csv",
+                                                        "images") else None
+        subset = source.get("subset", "train" if source["kind"] != "images" else
+                            Path(source.get("path", "folder")).name)
         with warnings.catch_warnings():
             # MLflow registers LocalArtifactDatasetSource twice (schemes "" and "file"), so every
             # local path "can be interpreted in multiple ways", both of them the same class.
             warnings.filterwarnings("ignore", message="The specified dataset source can be "
                                     "interpreted in multiple ways")
             ds = mlflow.data.from_numpy(np.asarray(X), targets=np.asarray(y),
-                                        name=f"{name}-{source.get('subset', 'train')}", source=path)
+                                        name=f"{name}-{subset}", source=path)
         self.dataset_name = ds.name
         self.dataset = (ds.name, ds.digest)
         return ds
@@ -239,7 +243,15 @@ class FitRun:
         self.log_metrics(summary, step=max([m[2] for m in self.metrics] + [0]), flush=True,
                          tags=tags)
         if figures and self.active:
-            self._safe("logging figures", artifacts.log_figures, self.client, self.run_id, figures())
+            try:  # drawing is not tracking: a figure that fails must not send the model away
+                drawn = figures()
+            except Exception as exc:  # noqa: BLE001
+                drawn = None
+                warn(f"run {self.run_id}: its figures could not be drawn ({type(exc).__name__}: "
+                     f"{exc}); the run is logged without them", exc)
+            if drawn:
+                self._safe("logging figures", artifacts.log_figures, self.client, self.run_id,
+                           drawn)
         if model is not None and self.active:
             step = max([m[2] for m in self.metrics] + [0])
             self.model_uri = self._safe(
