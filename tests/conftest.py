@@ -9,6 +9,12 @@ import pytest
 
 from mnist_estimators import load_sample
 
+# Tracking off for the whole session unless a test is marked ``tracking`` (the fixture below
+# turns it on there): a module- or session-scoped fixture runs before any function fixture, and
+# its fits went to the working folder's ./mlruns (found when such a fit fixed MLflow's URI for
+# a later tracking test).
+os.environ["MNIST_ESTIMATORS_TRACKING"] = "0"
+
 FULL_MNIST = Path(os.environ.get("MNIST_ESTIMATORS_TEST_DATA",
                                  Path(__file__).resolve().parents[1].parent / "shared/datasets/mnist"))
 
@@ -84,6 +90,10 @@ def _tracking_only_where_tested(request, monkeypatch):
     if request.node.get_closest_marker("tracking") is None:
         monkeypatch.setenv("MNIST_ESTIMATORS_TRACKING", "0")
         yield
+        # no MLflow call, so no URI fixed for a later test either
+        from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+        assert not is_tracking_uri_set(), f"a test with tracking off set {mlflow.get_tracking_uri()}"
         return
     monkeypatch.setenv("MNIST_ESTIMATORS_TRACKING", "1")
     yield
