@@ -9,12 +9,6 @@ import pytest
 
 from mnist_estimators import load_sample
 
-# Tracking off for the whole session unless a test is marked ``tracking`` (the fixture below
-# turns it on there): a module- or session-scoped fixture runs before any function fixture, and
-# its fits went to the working folder's ./mlruns (found when such a fit fixed MLflow's URI for
-# a later tracking test).
-os.environ["MNIST_ESTIMATORS_TRACKING"] = "0"
-
 FULL_MNIST = Path(os.environ.get("MNIST_ESTIMATORS_TEST_DATA",
                                  Path(__file__).resolve().parents[1].parent / "shared/datasets/mnist"))
 
@@ -102,3 +96,12 @@ def _tracking_only_where_tested(request, monkeypatch):
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
     tracking.set_tracking(None)
+
+
+def pytest_configure(config):
+    # Tracking off for the whole session unless a test is marked ``tracking`` (the fixture
+    # above turns it on there): a module- or session-scoped fixture runs before any function
+    # fixture, and its fits went to the working folder's ./mlruns (found when such a fit fixed
+    # MLflow's URI for a later tracking test). A hook, not module code: scripts that tests run
+    # in subprocesses import this module for its data.
+    os.environ["MNIST_ESTIMATORS_TRACKING"] = "0"
