@@ -1,5 +1,6 @@
 """mnist-estimators: softmax regression, MLP and CNN digit classifiers as scikit-learn estimators."""
 
+from .calibration import expected_calibration_error, maximum_calibration_error, reliability_curve
 from .data import (
     ChecksumError,
     EmptyImageError,
@@ -40,14 +41,17 @@ __all__ = [
     "check_gradients",
     "download_mnist",
     "evaluate_images",
+    "expected_calibration_error",
     "init_weights",
     "load_images",
     "load_mnist",
     "load_sample",
+    "maximum_calibration_error",
     "preprocess_image",
     "read_idx",
     "read_idx_folder",
     "read_images",
     "read_mnist_csv",
+    "reliability_curve",
     "__version__",
 ]

@@ -221,8 +221,11 @@ def cmd_tune(args):
     from .search import tune
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one progress line per trial is ours
-    (X, y), where = _load_data(args, "train")
     module, pipe = _pipeline(args.pipeline, args.param)
+    if module.SPACE is None:
+        raise CLIError(f"pipeline {args.pipeline} has no search space to tune (an ensemble of "
+                       f"tuned members); `search --pipeline {args.pipeline}` runs its grid")
+    (X, y), where = _load_data(args, "train")
     print(f"tuning pipeline {args.pipeline} on {where}: {args.trials} trials"
           + (f", timeout {args.timeout} s" if args.timeout else ""), flush=True)
 
@@ -278,11 +281,40 @@ def cmd_search(args):
     return 0
 
 
+def _test_scores(pipe, X_test, y_test):
+    """``(metrics, figures)`` of a fitted pipeline on the test set, from one pass over it:
+    ``test_accuracy`` and ``test_ece`` (top-label, 15 bins), and the test reliability diagram.
+    A pipeline without ``predict_proba`` (hard voting) has no confidence to calibrate: its
+    accuracy alone."""
+    import numpy as np
+
+    from . import plots
+    from .calibration import expected_calibration_error
+
+    if not hasattr(pipe, "predict_proba"):
+        return {"test_accuracy": float(pipe.score(X_test, y_test))}, {}
+    # the accuracy is the argmax of the probabilities the ECE is measured on, as pipe.score
+    # would predict it
+    proba = pipe.predict_proba(X_test)
+    classes = np.asarray(pipe.classes_)
+    right = classes[proba.argmax(axis=1)] == np.asarray(y_test)
+    metrics = {"test_accuracy": float(right.mean()),
+               "test_ece": expected_calibration_error(y_test, proba, classes=classes)}
+    return metrics, {"test_reliability_diagram.png":
+                     plots.reliability_diagram(y_test, proba, classes=classes)}
+
+
+def _ece_text(ece):
+    return "n/a (no probabilities)" if ece is None else f"{ece:.4f}"
+
+
 def cmd_reproduce(args):
     """Fit a ready pipeline once per seed on MNIST train, score each on MNIST test.
 
     The test set is only scored, never used to choose anything. The fits are children of one
-    MLflow parent run that gets the mean and std of the test accuracy.
+    MLflow parent run that gets the mean and std of the test accuracy and of the test ECE
+    (top-label, 15 bins: ``calibration.expected_calibration_error``); each fit's run gets its
+    own two and the reliability diagram of the test set.
     """
     import platform
 
@@ -296,34 +328,47 @@ def cmd_reproduce(args):
     print(f"pipeline {args.pipeline}, seeds {args.seeds}\ntrain: {where}\ntest:  {test_where}",
           flush=True)
     rows = []
-    with tracking.parent_run(f"reproduce {args.pipeline}",
-                             tags={"pipeline": args.pipeline}) as parent:
+    # autologging: an ensemble's fit is one run (a child of this one), its members' fits under it
+    with tracking.autologging(), tracking.parent_run(f"reproduce {args.pipeline}",
+                                                     tags={"pipeline": args.pipeline}) as parent:
         for seed in args.seeds:
             pipe = module.build_pipeline(**{**dict(args.param), "clf__random_state": seed})
             pipe.set_params(clf__verbose=0 if args.quiet else 1)
             start = time.perf_counter()
             pipe.fit(X, y)
             fit_s = time.perf_counter() - start
-            acc = float(pipe.score(X_test, y_test))
+            scores, figures = _test_scores(pipe, X_test, y_test)
+            acc, ece = scores["test_accuracy"], scores.get("test_ece")  # ece: None, hard voting
             run_id = getattr(pipe[-1], "last_run_id_", None)
             if run_id:
-                tracking.log_value(run_id, "test_accuracy", acc)
+                tracking.log_results(run_id, scores, figures=figures)
             path = save_model(pipe, Path(args.output_dir) / f"{args.pipeline}-seed{seed}.pkl")
-            rows.append({"seed": seed, "test_accuracy": acc, "fit_s": fit_s,
-                         "epochs": len(pipe[-1].history_), "model": str(path)})
-            print(f"seed {seed}: test accuracy {acc:.4f}, fit {fit_s:.1f} s, saved to {path}",
-                  flush=True)
+            nets = [pipe[-1]] if hasattr(pipe[-1], "history_") else [  # an ensemble's members
+                m[-1] if hasattr(m, "steps") else m for m in pipe[-1].estimators_]
+            epochs = [len(n.history_) if hasattr(n, "history_") else None for n in nets]
+            rows.append({"seed": seed, "test_accuracy": acc, "test_ece": ece, "fit_s": fit_s,
+                         "epochs": epochs[0] if nets[0] is pipe[-1] else epochs,
+                         "model": str(path)})
+            print(f"seed {seed}: test accuracy {acc:.4f}, ECE {_ece_text(ece)}, "
+                  f"fit {fit_s:.1f} s, saved to {path}", flush=True)
+        eces = [r["test_ece"] for r in rows]
+        has_ece = None not in eces
         if parent is not None:
             parent.log_cv({"test_accuracy": [r["test_accuracy"] for r in rows],
+                           **({"test_ece": eces} if has_ece else {}),
                            "fit_s": [r["fit_s"] for r in rows]})
     accs = np.array([r["test_accuracy"] for r in rows])
     summary = {"pipeline": args.pipeline, "params": dict(module.DEFAULTS, **dict(args.param)),
                "test_accuracy_mean": float(accs.mean()), "test_accuracy_std": float(accs.std()),
+               "test_ece_mean": float(np.mean(eces)) if has_ece else None,
+               "test_ece_std": float(np.std(eces)) if has_ece else None,
                "fit_s_mean": float(np.mean([r["fit_s"] for r in rows])), "runs": rows,
                "train": where, "test": test_where,
                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    ece_text = (f"{summary['test_ece_mean']:.4f} +- {summary['test_ece_std']:.4f}" if has_ece
+                else _ece_text(None))
     print(f"\n{args.pipeline}: test accuracy {accs.mean():.4f} +- {accs.std():.4f} over "
-          f"{len(rows)} seed(s), mean fit time {summary['fit_s_mean']:.0f} s")
+          f"{len(rows)} seed(s), ECE {ece_text}, mean fit time {summary['fit_s_mean']:.0f} s")
     if args.json:
         write_json(args.json, summary)
         print(f"wrote {args.json}")

@@ -47,11 +47,14 @@ from .training import (
     AUGMENT_PARAMS,
     Augment,
     AugmentedBatches,
+    BatchNormRecompute,
     TensorBatchIterator,
+    WeightAveraging,
     _FITS_RUNNING,
     init_weights,
     raise_if_interrupt_requested,
     resolve_optimizer,
+    shifted_views,
     use_fused_kernel,
     valid_accuracy,
 )
@@ -107,6 +110,11 @@ class _MNISTClassifier(NeuralNetClassifier):
         augment_erasing=0.0,
         augment_elastic=0.0,
         augment_elastic_sigma=4.0,
+        weight_averaging=None,
+        averaging_decay=0.999,
+        averaging_start=0.75,
+        recompute_bn=False,
+        tta=False,
         precision="float32",
         device="cpu",
         verbose=0,
@@ -152,6 +160,11 @@ class _MNISTClassifier(NeuralNetClassifier):
         self.augment_erasing = augment_erasing
         self.augment_elastic = augment_elastic
         self.augment_elastic_sigma = augment_elastic_sigma
+        self.weight_averaging = weight_averaging
+        self.averaging_decay = averaging_decay
+        self.averaging_start = averaging_start
+        self.recompute_bn = recompute_bn
+        self.tta = tta
         self.precision = precision
         self.tracking = tracking
         self.tracking_options = tracking_options
@@ -209,6 +222,14 @@ class _MNISTClassifier(NeuralNetClassifier):
               (isinstance(self.plateau_tol, real) and self.plateau_tol > 0), "None or a float > 0")
         check("pixel_scaling", self.pixel_scaling in ("auto", True, False), "'auto', True or False")
         check("precision", self.precision in PRECISIONS, f"one of {list(PRECISIONS)}")
+        check("weight_averaging", self.weight_averaging in (None, "ema", "swa"),
+              "None, 'ema' or 'swa'")
+        check("averaging_decay", isinstance(self.averaging_decay, real)
+              and 0 < self.averaging_decay < 1, "a float in (0, 1)")
+        check("averaging_start", isinstance(self.averaging_start, real)
+              and 0 <= self.averaging_start < 1, "a float in [0, 1)")
+        check("recompute_bn", isinstance(self.recompute_bn, (bool, np.bool_)), "True or False")
+        check("tta", isinstance(self.tta, (bool, np.bool_)), "True or False")
         check("tracking", isinstance(self.tracking, bool), "True or False")
         tracking.resolve_options(self.tracking_options, f"{type(self).__name__}.tracking_options")
         dev = self.__dict__.get("device")
@@ -515,6 +536,12 @@ class _MNISTClassifier(NeuralNetClassifier):
                 monitor="valid_loss", patience=self.patience, load_best=True)))
         if self.plateau_tol is not None:
             callbacks.append(("plateau_stopping", PlateauStopping(tol=self.plateau_tol)))
+        # Before tracking: the run logs the model these leave, and their final validation scores.
+        if self.weight_averaging in ("ema", "swa"):
+            callbacks.append(("weight_averaging", WeightAveraging(
+                self.weight_averaging, decay=self.averaging_decay, start=self.averaging_start)))
+        if self.recompute_bn is True:
+            callbacks.append(("batchnorm_recompute", BatchNormRecompute()))
         if self.checkpoint_dir is not None:
             callbacks.append(("checkpoint", Checkpoint(
                 monitor=None, dirname=str(self.checkpoint_dir),
@@ -599,13 +626,45 @@ class _MNISTClassifier(NeuralNetClassifier):
             loss = loss + self.l1 * penalty
         return loss
 
+    def recompute_batchnorm(self, X):
+        """Recompute the BatchNorm running statistics on ``X`` (no augmentation) with the
+        current weights; what ``recompute_bn=True`` does on the training split when ``fit`` ends.
+        A no-op for a module without BatchNorm. Returns self."""
+        self.check_is_fitted(["module_", "n_features_in_"])
+        self._recompute_batchnorm(self._check_X(X, reset=False))
+        return self
+
+    def _recompute_batchnorm(self, Xt):
+        from torch.optim.swa_utils import update_bn
+
+        batches = (Xt[i:i + 1024].to(self.device) for i in range(0, len(Xt), 1024))
+        if self.precision == "bfloat16":  # the statistics of the forward pass that predicts
+            with torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16):
+                update_bn(batches, self.module_)
+        else:
+            update_bn(batches, self.module_)
+
     # ------------------------------------------------------------------ prediction
     def predict_proba(self, X):
-        """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``."""
+        """Class probabilities, shape (n, n_classes), columns in the order of ``classes_``.
+
+        With ``tta=True``, the mean of the probabilities of five views of each image: itself and
+        shifted by one pixel up, down, left and right (5x the cost)."""
         self.check_is_fitted(["module_", "n_features_in_"])
-        if not is_dataset(X):  # skorch's scoring callbacks pass the validation Dataset itself
-            X = self._check_X(X, reset=False)
-        return super().predict_proba(X)
+        if is_dataset(X):  # skorch's scoring callbacks pass the validation Dataset itself
+            return super().predict_proba(X)
+        X = self._check_X(X, reset=False)
+        if not self.tta:
+            return super().predict_proba(X)
+        side = math.isqrt(X.shape[1])
+        if side * side != X.shape[1]:
+            raise ValueError(f"{type(self).__name__}(tta=True) shifts square images, but X has "
+                             f"{X.shape[1]} features per sample (784 for 28x28).")
+        total = None
+        for view in shifted_views(X, side):
+            proba = super().predict_proba(view)
+            total = proba if total is None else total + proba
+        return total / 5
 
     def predict(self, X):
         """Predicted labels, taken from ``classes_``."""
@@ -684,6 +743,24 @@ _COMMON_DOC = """
         All augmentation runs on whole batches as tensor ops inside the training iterator
         (``mnist_estimators.training.Augment``); validation, ``predict`` and ``score`` never see
         it. It assumes images with background 0, as pixels scaled to [0, 1] are.
+    weight_averaging : {None, "ema", "swa"}, default=None
+        Average the weights during training and predict with the average (``WeightAveraging``
+        callback on ``torch.optim.swa_utils.AveragedModel``): "ema" is an exponential moving
+        average over training steps (BatchNorm statistics averaged too); "swa" the plain mean of
+        the end-of-epoch weights from ``averaging_start`` on (pair it with ``recompute_bn``).
+        The history's ``valid_acc`` columns keep each epoch's own weights; the last row gains
+        ``valid_acc_final``/``valid_loss_final``, the averaged model's.
+    averaging_decay : float, default=0.999
+        EMA decay per training step (0.999: an average over roughly the last 1,000 batches).
+    averaging_start : float, default=0.75
+        SWA: the share of ``max_epochs`` after which end-of-epoch weights join the average.
+    recompute_bn : bool, default=False
+        When training ends, recompute the BatchNorm running statistics on the training split,
+        without augmentation, with the final weights (``recompute_batchnorm``).
+    tta : bool, default=False
+        Test-time augmentation in ``predict``/``predict_proba``/``score``: the mean probability
+        over each image and its four one-pixel shifts (5x the prediction cost). Training and the
+        per-epoch validation scores never use it.
     precision : {"float32", "bfloat16"}, default="float32"
         "bfloat16" runs the forward pass (training and prediction) under ``torch.autocast``:
         bfloat16 convolutions and matmuls, float32 weights, logits and loss. Faster on CPUs with
@@ -783,22 +860,31 @@ class CNNClassifier(_MNISTClassifier):
     Parameters
     ----------
     channels : tuple of int, default=(16, 32)
-        Output channels of each Conv3x3 -> BatchNorm -> activation -> MaxPool2 block.
+        Output channels of each block: Conv3x3 -> MaxPool2 -> BatchNorm -> activation (or
+        Conv3x3 -> BatchNorm -> activation -> MaxPool2 with ``pool_first=False``).
     hidden_sizes : tuple of int, default=(128,)
         Fully connected layers after the conv blocks.
     activation : str, default="relu"
     dropout : float, default=0.25
         Dropout after each fully connected hidden layer.
-    batch_norm : bool, default=True""" + _COMMON_DOC + """
+    batch_norm : bool, default=True
+    pool_first : bool, default=True
+        Max-pool right after each block's last convolution, before BatchNorm and the
+        activation, which then run on a quarter of the elements (``modules.CNN``): the default
+        CNN fits 1.62x faster on 2 CPU cores at the same accuracy (test 0.9925 against 0.9923,
+        ``benchmarks/bench_defaults.py``). False is the classic Conv-BN-ReLU-Pool order. Without
+        BatchNorm the two orders compute the same function (max-pooling commutes with ReLU).""" + _COMMON_DOC + """
     See Also
     --------
     SoftmaxRegressionClassifier, MLPClassifier
     """
 
-    _module_params = ("channels", "hidden_sizes", "activation", "dropout", "batch_norm")
+    _module_params = ("channels", "hidden_sizes", "activation", "dropout", "batch_norm",
+                      "pool_first")
 
     def __init__(self, *, channels=(16, 32), hidden_sizes=(128,), activation="relu", dropout=0.25,
-                 batch_norm=True, module=CNN, init="default", optimizer="adam", lr=3e-3,
+                 batch_norm=True, pool_first=True, module=CNN, init="default", optimizer="adam",
+                 lr=3e-3,
                  batch_size=128, max_epochs=4, lr_schedule="onecycle", **kwargs):
         super().__init__(module, init=init, optimizer=optimizer, lr=lr, batch_size=batch_size,
                          max_epochs=max_epochs, lr_schedule=lr_schedule, **kwargs)
@@ -807,6 +893,7 @@ class CNNClassifier(_MNISTClassifier):
         self.activation = activation
         self.dropout = dropout
         self.batch_norm = batch_norm
+        self.pool_first = pool_first
 
 
 ESTIMATORS = {

@@ -8,9 +8,10 @@ mistakes, and an MLflow evaluation run.
 by ``load_images`` (subfolders ``0/`` ... ``9/``, or the digit in each file name).
 
 The MLflow run (when tracking is on) holds the params (model, folder, n), the metrics
-(``accuracy``, ``digit_accuracy/0`` ... ``/9``, and those of ``mlflow.models.evaluate``), the
-images as a dataset input, the figures (``figures/confusion_matrix.png``,
-``figures/misclassified.png``, most confident mistakes first) and ``mistakes.csv``. It ends
+(``accuracy``, ``ece`` for a model with ``predict_proba``, ``digit_accuracy/0`` ... ``/9``, and
+those of ``mlflow.models.evaluate``), the images as a dataset input, the figures
+(``figures/confusion_matrix.png``, ``figures/misclassified.png``, most confident mistakes
+first, and ``figures/reliability_diagram.png`` with probabilities) and ``mistakes.csv``. It ends
 FINISHED, FAILED with the error in its ``error`` tag, or KILLED on Ctrl-C / SIGTERM.
 """
 
@@ -32,7 +33,9 @@ DIGITS = list(range(10))
 class Evaluation:
     """What ``evaluate_images`` found. ``mistakes`` are the misclassified images, most confident
     first: dicts with ``file``, ``true``, ``predicted`` and ``probability`` (of the predicted
-    digit; None for a model without ``predict_proba``)."""
+    digit; None for a model without ``predict_proba``). ``ece``: the top-label expected
+    calibration error over 15 confidence bins (``calibration.expected_calibration_error``;
+    None without ``predict_proba``); on a few dozen images it is mostly noise."""
 
     model: str                       # the model file as given, or the estimator's class name
     model_class: str
@@ -45,6 +48,7 @@ class Evaluation:
     files: list = field(repr=False)
     y_true: np.ndarray = field(repr=False)
     y_pred: np.ndarray = field(repr=False)
+    ece: float | None = None
     top: int = 10
     run_id: str | None = None
 
@@ -53,7 +57,11 @@ class Evaluation:
         each digit's accuracy, and the ``top`` most confident mistakes."""
         top = self.top if top is None else top
         lines = [f"accuracy {self.accuracy:.4f} on {self.n} images (labelled images in "
-                 f"{self.folder})", "", "confusion (rows: true digit, columns: predicted digit)"]
+                 f"{self.folder})"]
+        if self.ece is not None:
+            lines.append(f"ECE {self.ece:.4f} (top-label calibration error, 15 equal-width "
+                         "confidence bins; 0 when confidence matches accuracy)")
+        lines += ["", "confusion (rows: true digit, columns: predicted digit)"]
         width = max(4, len(str(self.confusion.max())) + 1)
         lines.append("true " + "".join(f"{d:>{width}}" for d in DIGITS) + "  images  accuracy")
         for d in DIGITS:
@@ -104,6 +112,7 @@ def evaluate_images(model, folder, *, top=10, log=True, on_error="raise"):
     >>> result.accuracy, result.mistakes[0]["file"]  # doctest: +SKIP
     (0.982, 'drawings/4/017.png')
     """
+    from .calibration import expected_calibration_error
     from .data import load_images
     from .persistence import load_model
 
@@ -115,9 +124,12 @@ def evaluate_images(model, folder, *, top=10, log=True, on_error="raise"):
     X, y, files = load_images(folder, on_error=on_error, return_files=True)
 
     proba = model.predict_proba(X) if hasattr(model, "predict_proba") else None
+    ece = None
     if proba is not None:
         y_pred = np.asarray(model.classes_)[proba.argmax(axis=1)].astype(np.int64)
         confidence = proba.max(axis=1)
+        if np.isin(y, model.classes_).all():  # a digit the model never saw has no column
+            ece = expected_calibration_error(y, proba, classes=model.classes_)
     else:
         y_pred, confidence = np.asarray(model.predict(X)).astype(np.int64), None
     from sklearn.metrics import confusion_matrix
@@ -135,18 +147,18 @@ def evaluate_images(model, folder, *, top=10, log=True, on_error="raise"):
     result = Evaluation(model=name, model_class=type(model).__name__, folder=str(folder),
                         accuracy=float((y == y_pred).mean()),
                         n=len(y), confusion=counts, per_digit=per_digit, mistakes=mistakes,
-                        files=files, y_true=y, y_pred=y_pred, top=top)
+                        files=files, y_true=y, y_pred=y_pred, ece=ece, top=top)
     from . import tracking
 
     if log and tracking.is_enabled():
-        result.run_id = _log_run(result, X, wrong)
+        result.run_id = _log_run(result, X, wrong, proba, getattr(model, "classes_", None))
     return result
 
 
 # --------------------------------------------------------------------------- MLflow
 
 
-def _log_run(result, X, wrong):
+def _log_run(result, X, wrong, proba=None, classes=None):
     """Log ``result`` as an evaluation run and return its id; None (with a warning) when no
     run could be started. The run ends FINISHED, FAILED (with the error, and a warning) or
     KILLED (Ctrl-C, SIGTERM through the CLI), never RUNNING."""
@@ -178,7 +190,7 @@ def _log_run(result, X, wrong):
         return None
     status, error = "FAILED", None
     try:
-        _log_contents(client, run_id, result, X, wrong)
+        _log_contents(client, run_id, result, X, wrong, proba, classes)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -207,7 +219,7 @@ def _log_run(result, X, wrong):
     return run_id
 
 
-def _log_contents(client, run_id, result, X, wrong):
+def _log_contents(client, run_id, result, X, wrong, proba=None, classes=None):
     import mlflow
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag, Metric, Param
@@ -257,6 +269,8 @@ def _log_contents(client, run_id, result, X, wrong):
 
     stamp = int(time.time() * 1000)
     metrics = {"accuracy": result.accuracy}
+    if result.ece is not None:
+        metrics["ece"] = result.ece
     metrics.update({f"digit_accuracy/{d}": a for d, a in result.per_digit.items()
                     if not np.isnan(a)})  # a digit without images has no accuracy
     store.call(client.log_batch, run_id, metrics=[
@@ -265,11 +279,15 @@ def _log_contents(client, run_id, result, X, wrong):
 
     # the misclassified digits most confident first: the grid shows the first 36
     order = np.concatenate([wrong, np.setdiff1d(np.arange(result.n), wrong)])
-    artifacts.log_figures(client, run_id, {
+    figures = {
         "confusion_matrix.png": plots.confusion_matrix(result.y_true, result.y_pred, DIGITS),
         "misclassified.png": plots.misclassified_grid(X[order], result.y_true[order],
                                                       result.y_pred[order]),
-    })
+    }
+    if result.ece is not None:  # on the probabilities the predictions came from: one pass
+        figures["reliability_diagram.png"] = plots.reliability_diagram(result.y_true, proba,
+                                                                       classes=classes)
+    artifacts.log_figures(client, run_id, figures)
     rows = ["file,true,predicted,probability"] + [
         f"{_csv_field(m['file'])},{m['true']},{m['predicted']},"
         f"{'' if m['probability'] is None else round(m['probability'], 6)}"

@@ -1,4 +1,4 @@
-"""Figures, each a function: data or a fitted net in, a matplotlib ``Figure`` (or, for the two
+"""Figures, each a function: data or a fitted net in, a matplotlib ``Figure`` (or, for the three
 drawn at every tracked fit, a PIL image) out.
 
 Figures are built with the object API on the Agg canvas (no pyplot state), so they are safe to
@@ -39,10 +39,10 @@ def learning_curves(history):
     return fig
 
 
-# The two figures of every tracked fit ("basic") are drawn with Pillow, not matplotlib: an Agg
+# The three figures of every tracked fit ("basic") are drawn with Pillow, not matplotlib: an Agg
 # canvas spends ~90 ms a figure building and drawing tick and text artists, which was over half
 # of a tracked fit's fixed cost; Pillow draws the same picture in a few milliseconds. matplotlib
-# has no faster path for a labelled image, so these two are drawn by hand, in matplotlib's own
+# has no faster path for a labelled image, so these three are drawn by hand, in matplotlib's own
 # font and colour map, and the richer figures ("all") stay in matplotlib.
 
 
@@ -115,6 +115,77 @@ def misclassified_grid(X, y_true, y_pred, max_images=36, scale=2):
         digit = Image.fromarray(np.uint8(255 * (pixels - pixels.min()) / span), "L")
         image.paste(digit.resize((size, size), Image.NEAREST), (x, y + label))
         _text(draw, (x + size / 2, y + label / 2), f"{y_true[i]} → {y_pred[i]}", 12)
+    return image
+
+
+def reliability_diagram(y_true, proba, classes=None, n_bins=15, size=300):
+    """Accuracy against confidence per equal-width confidence bin, as a PIL image: a bar per
+    non-empty bin at its accuracy, the gap to the bin's mean confidence shaded red, the
+    diagonal of perfect calibration dashed, the count of each bin below (log scale), and the
+    top-label ECE (``calibration.expected_calibration_error``) in the title.
+
+    Drawn with Pillow like the confusion matrix: it is logged at every tracked fit with a
+    validation split. ``classes`` and ``n_bins`` as ``calibration.reliability_curve``;
+    ``size`` is the side of the square plot in pixels.
+    """
+    from PIL import Image, ImageDraw
+
+    from .calibration import reliability_curve
+
+    curve = reliability_curve(y_true, proba, classes=classes, n_bins=n_bins)
+    seen = curve.count > 0
+    n = int(curve.count.sum())
+    left, top, right, hist, gap, bottom = 58, 40, 16, 56, 10, 46
+    image = Image.new("RGB", (left + size + right, top + size + gap + hist + bottom), "white")
+    draw = ImageDraw.Draw(image, "RGBA")  # RGBA fills blend: the gap shows the bar under it
+    x = lambda v: left + v * size  # noqa: E731 - confidence -> pixel column
+    y = lambda v: top + (1 - v) * size  # noqa: E731 - accuracy -> pixel row
+    blue, red, grey = (31, 119, 180), (214, 39, 40), (90, 90, 90)  # matplotlib C0, C3
+    pale_red = red + (90,)
+    for t in np.linspace(0, 1, 6):
+        draw.line([x(t), top, x(t), top + size], fill=(235, 235, 235))
+        draw.line([left, y(t), left + size, y(t)], fill=(235, 235, 235))
+        _text(draw, (left - 6, y(t)), f"{t:.1f}", 10, anchor="rm")
+        _text(draw, (x(t), top + size + gap + hist + 10), f"{t:.1f}", 10)
+    for m in np.flatnonzero(seen):
+        x0, x1 = x(curve.edges[m]) + 1, x(curve.edges[m + 1]) - 1
+        acc, conf = curve.accuracy[m], curve.confidence[m]
+        draw.rectangle([x0, y(acc), x1, y(0)], fill=blue, outline="white")
+        # the gap to the bin's mean confidence (what the ECE averages): above the bar when
+        # the bin is over-confident, over its top (translucent) when under-confident
+        if abs(acc - conf) * size >= 1:
+            draw.rectangle([x0, y(max(acc, conf)), x1, y(min(acc, conf))], fill=pale_red,
+                           outline=red)
+    for k in range(0, size, 8):  # the diagonal, dashed
+        draw.line([x(k / size), y(k / size), x(min(k + 4, size) / size),
+                   y(min(k + 4, size) / size)], fill=grey, width=2)
+    draw.rectangle([left, top, left + size, top + size], outline="black")
+    # counts: most samples of a good model sit in the last bin, so the bars are on a log
+    # scale, or every other bin would be a line
+    base = top + size + gap
+    scale = np.log1p(curve.count) / max(np.log1p(curve.count.max()), 1e-9)
+    for m in np.flatnonzero(seen):
+        draw.rectangle([x(curve.edges[m]) + 1, base + hist * (1 - scale[m]),
+                        x(curve.edges[m + 1]) - 1, base + hist], fill=(150, 150, 150))
+    draw.rectangle([left, base, left + size, base + hist], outline="black")
+    _text(draw, (left - 6, base + 5), int(curve.count.max()), 10, anchor="rm")
+    _text(draw, (left - 6, base + hist / 2), "count", 10, anchor="rm")
+    _text(draw, (left - 6, base + hist / 2 + 11), "(log)", 9, anchor="rm")
+    _text(draw, (left - 6, base + hist - 5), 0, 10, anchor="rm")
+    _text(draw, (left + size / 2, image.height - 14), "confidence (top-label probability)", 13)
+    _text(draw, (left + size / 2, 18),
+          f"Reliability (n={n}, ECE {curve.ece:.4f}, {n_bins} bins)", 14)
+    lx, ly = left + 8, top + 8
+    draw.rectangle([lx - 4, ly - 4, lx + 124, ly + 42], fill="white", outline=(200, 200, 200))
+    draw.rectangle([lx, ly, lx + 12, ly + 10], fill=blue)
+    draw.rectangle([lx, ly + 16, lx + 12, ly + 26], fill=pale_red, outline=red)
+    for k in (0, 8):
+        draw.line([lx + k, ly + 37, lx + k + 4, ly + 37], fill=grey, width=2)
+    for i, name in enumerate(("accuracy", "gap to confidence", "calibrated")):
+        _text(draw, (lx + 18, ly + 5 + 16 * i), name, 10, anchor="lm")
+    label = Image.new("RGB", (size, 20), "white")
+    _text(ImageDraw.Draw(label), (size / 2, 10), "accuracy", 13)
+    image.paste(label.rotate(90, expand=True), (6, top))
     return image
 
 

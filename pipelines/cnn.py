@@ -11,6 +11,7 @@ DEFAULTS = {
     "clf__hidden_sizes": (128,),
     "clf__dropout": 0.25,
     "clf__batch_norm": True,
+    "clf__pool_first": True,  # 1.62x faster fits, same accuracy (benchmarks/bench_defaults.py)
     "clf__lr": 3e-3,
     "clf__max_epochs": 4,
     "clf__lr_schedule": "onecycle",
@@ -25,7 +26,7 @@ def SPACE(trial):  # noqa: N802 - a space, like the dict ones
         "clf__channels": tuple(int(c) for c in channels.split("-")),
         "clf__module__kernel_size": trial.suggest_categorical("kernel_size", [3, 5]),
         # pooling before BatchNorm+ReLU: 1.3x faster epochs on CPU (README, time to 99%)
-        "clf__module__pool_first": trial.suggest_categorical("pool_first", [False, True]),
+        "clf__pool_first": trial.suggest_categorical("pool_first", [False, True]),
         "clf__dropout": trial.suggest_float("dropout", 0.0, 0.5),
         "clf__lr": trial.suggest_float("lr", 5e-4, 1e-2, log=True),
         "clf__lr_schedule": trial.suggest_categorical("lr_schedule", ["onecycle", "cosine", "step"]),

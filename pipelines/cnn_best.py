@@ -14,6 +14,7 @@ DEFAULTS = {
     **cnn.DEFAULTS,
     "clf__channels": (32, 64, 128),
     "clf__module__convs_per_block": 2,
+    "clf__pool_first": False,  # as measured (the README's figures); pooling first is untried here
     "clf__precision": "bfloat16",
     "clf__hidden_sizes": (256,),
     "clf__dropout": 0.3,

@@ -270,6 +270,7 @@ def _check_images_report(out, folder):
     acc = float(re.search(r"^accuracy (\d\.\d{4}) on 30 images \(labelled images in "
                           + re.escape(str(folder)) + r"\)$", out, re.M).group(1))
     assert re.search(r"^true +0 +1 +2 +3 +4 +5 +6 +7 +8 +9  images  accuracy$", out, re.M)
+    assert re.search(r"^ECE [01]\.\d{4} \(top-label calibration error, 15 ", out, re.M)
     rows = re.findall(r"^ +(\d) ((?: +\d+){10}) +(\d+) +([0-9.]+|-)$", out, re.M)
     assert [int(r[0]) for r in rows] == list(range(10)) and all(r[2] == "3" for r in rows)
     correct = sum(int(r[1].split()[int(r[0])]) for r in rows)
@@ -313,7 +314,8 @@ def test_evaluate_images_logs_an_evaluation_run(tmp_path, capsys, monkeypatch):
     (ds,) = run.inputs.dataset_inputs
     assert ds.dataset.name == "images-drawings"
     figures = {a.path for a in client.list_artifacts(run_id, "figures")}
-    assert figures == {"figures/confusion_matrix.png", "figures/misclassified.png"}
+    assert figures == {"figures/confusion_matrix.png", "figures/misclassified.png",
+                       "figures/reliability_diagram.png"}
     logged = mlflow.artifacts.load_text(f"runs:/{run_id}/mistakes.csv").splitlines()
     assert [line.split(",")[0] for line in logged[1:len(mistakes) + 1]] == [m[3] for m in mistakes]
 
@@ -332,3 +334,30 @@ def test_evaluate_images_skips_a_blank_file_when_asked(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert re.search(r"^accuracy \d\.\d{4} on 10 images", out, re.M)
     assert "UserWarning: load_images skipped 1 file(s)" in err and "blank.png" in err
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 50 iterations
+@pytest.mark.parametrize("voting", ["soft", "hard"])
+def test_reproduce_scores_the_test_set_once_and_a_hard_vote_has_no_ece(voting):
+    # the accuracy and the ECE come from one predict_proba; hard voting has no probabilities:
+    # its accuracy alone, from predict
+    from sklearn.ensemble import VotingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+    from sklearn.pipeline import make_pipeline
+
+    from mnist_estimators.calibration import expected_calibration_error
+    from mnist_estimators.cli import _test_scores
+    from conftest import X_TRAIN, Y_TRAIN
+
+    pipe = make_pipeline(VotingClassifier([("lr", LogisticRegression(max_iter=50)),
+                                           ("nb", GaussianNB())], voting=voting))
+    pipe.fit(X_TRAIN / 255.0, Y_TRAIN)
+    scores, figures = _test_scores(pipe, X_TEST / 255.0, Y_TEST)
+    assert scores["test_accuracy"] == pytest.approx(pipe.score(X_TEST / 255.0, Y_TEST))
+    if voting == "hard":
+        assert set(scores) == {"test_accuracy"} and figures == {}
+        return
+    assert scores["test_ece"] == pytest.approx(expected_calibration_error(
+        Y_TEST, pipe.predict_proba(X_TEST / 255.0), classes=pipe.classes_))
+    assert list(figures) == ["test_reliability_diagram.png"]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mnist_estimators import MLPClassifier, evaluate_images, load_images
+from mnist_estimators.calibration import expected_calibration_error
 from mnist_estimators.persistence import save_model
 from mnist_estimators.strokes import make_set
 
@@ -54,6 +55,8 @@ def test_result_matches_the_model_on_the_images(drawn, model_file, tmp_path, mon
     n = 10 * PER_DIGIT
     assert result.n == n and result.files == files and result.run_id is None
     assert result.accuracy == pytest.approx(model.score(X, y))
+    assert result.ece == pytest.approx(expected_calibration_error(
+        y, model.predict_proba(X), classes=model.classes_))
     assert result.confusion.shape == (10, 10) and result.confusion.sum() == n
     np.testing.assert_array_equal(result.confusion.sum(axis=1), [PER_DIGIT] * 10)
     np.testing.assert_array_equal(np.diag(result.confusion) / PER_DIGIT,
@@ -75,6 +78,7 @@ def test_report_lines(drawn, model_file):
     result = evaluate_images(model_file, drawn, top=3)
     lines = result.report().splitlines()
     assert lines[0] == f"accuracy {result.accuracy:.4f} on 40 images (labelled images in {drawn})"
+    assert lines[1].startswith(f"ECE {result.ece:.4f} (top-label calibration error, 15 ")
     header = lines.index("confusion (rows: true digit, columns: predicted digit)")
     assert lines[header + 1].split() == ["true", *map(str, range(10)), "images", "accuracy"]
     for d in range(10):
@@ -100,6 +104,7 @@ def test_a_model_without_probabilities_and_a_perfect_score(tmp_path):
     make_set(tmp_path / "one", per_digit=1, seed=1)
     result = evaluate_images(Oracle(), tmp_path / "one")
     assert result.accuracy == 1.0 and result.model == "Oracle" and result.mistakes == []
+    assert result.ece is None and "ECE" not in result.report()  # no probabilities
     last = result.report().splitlines()[-1]
     assert last == "worst mistakes: none, every image is classified right"
     (tmp_path / "one" / "9" / "000.png").unlink()
@@ -126,6 +131,7 @@ def test_the_evaluation_run_holds_metrics_figures_dataset_and_ends_finished(draw
     assert p["images.n"] == "40" and p["model.class"] == "MLPClassifier"
     m = run.data.metrics
     assert m["accuracy"] == pytest.approx(result.accuracy)
+    assert m["ece"] == pytest.approx(result.ece)
     for d in range(10):
         assert m[f"digit_accuracy/{d}"] == pytest.approx(result.per_digit[d])
     # mlflow.models.evaluate's metrics, from the same predictions
@@ -137,7 +143,8 @@ def test_the_evaluation_run_holds_metrics_figures_dataset_and_ends_finished(draw
     artifacts = {a.path for a in store.list_artifacts(run.info.run_id)}
     assert {"figures", "mistakes.csv", "per_class_metrics.csv", "confusion_matrix.png"} <= artifacts
     figures = {a.path for a in store.list_artifacts(run.info.run_id, "figures")}
-    assert figures == {"figures/confusion_matrix.png", "figures/misclassified.png"}
+    assert figures == {"figures/confusion_matrix.png", "figures/misclassified.png",
+                       "figures/reliability_diagram.png"}
     table = list(csv.DictReader(io.StringIO(
         mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/mistakes.csv"))))
     assert [r["file"] for r in table] == [m["file"] for m in result.mistakes]

@@ -210,6 +210,11 @@ def check_tracking(ns, cwd):
     assert version.run_id == clf.last_run_id_
     champion = mlflow.pyfunc.load_model("models:/mnist-mlp@champion")
     np.testing.assert_array_equal(champion.predict(X[:50]), clf.predict(X[:50]))
+    # the ensemble: a parent with a child per member, and the whole ensemble as its model
+    vote = named(runs, "VotingClassifier")
+    assert vote.info.run_id == ns["vote"].last_run_id_
+    assert sorted(r.info.run_name for r in children(runs, vote)) == ["mlp", "softmax"]
+    np.testing.assert_array_equal(ns["ensemble"].predict(X[:50]), ns["vote"].predict(X[:50]))
 
 
 def check_study(ns, cwd):

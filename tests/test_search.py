@@ -2,6 +2,7 @@
 
 import multiprocessing
 import os
+import re
 import signal
 import time
 import uuid
@@ -179,7 +180,7 @@ def test_cli_search_runs_a_tracked_grid(tmp_path, store, capsys):
 
 
 @pytest.mark.parametrize("name", ["softmax", "mlp", "cnn", "softmax_best", "mlp_best",
-                                  "mlp_augmented", "cnn_best"])
+                                  "mlp_augmented", "cnn_best", "cnn_frontier"])
 def test_ready_pipelines_fit(name):
     from mnist_estimators.pipelines import get
 
@@ -329,15 +330,31 @@ def test_cli_reproduce_fits_each_seed_and_logs_mean_and_std(tmp_path, store, cap
     assert [r["seed"] for r in result["runs"]] == [0, 1] and len(set(accs)) == 2  # seeds differ
     assert result["test_accuracy_mean"] == pytest.approx(np.mean(accs))
     assert result["test_accuracy_std"] == pytest.approx(np.std(accs))
+    # the ECE of each seed, on the probabilities its accuracy is the argmax of
+    from mnist_estimators.calibration import expected_calibration_error
+
+    eces = [r["test_ece"] for r in result["runs"]]
+    assert result["test_ece_mean"] == pytest.approx(np.mean(eces))
+    assert result["test_ece_std"] == pytest.approx(np.std(eces))
+    assert re.search(r"seed 1: test accuracy 0\.\d+, ECE 0\.\d+,", out), out
+    assert re.search(r"test accuracy 0\.\d+ \+- 0\.\d+ over 2 seed\(s\), ECE 0\.\d+ \+- "
+                     r"0\.\d+,", out), out
     assert result["params"]["clf__max_epochs"] == 3 and result["params"]["scale"] == "passthrough"
     model = load_model(result["runs"][1]["model"])
     assert model.score(X_TEST, Y_TEST) == pytest.approx(accs[1])  # the saved model is the scored one
+    assert expected_calibration_error(Y_TEST, model.predict_proba(X_TEST),
+                                      classes=model.classes_) == pytest.approx(eces[1])
     runs = store.search_runs([store.get_experiment_by_name("study").experiment_id])
     parent = next(r for r in runs if r.info.run_name == "reproduce softmax_best")
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["test_accuracy_mean"] == pytest.approx(np.mean(accs))
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(r.data.metrics["test_accuracy"] for r in children) == pytest.approx(sorted(accs))
+    assert sorted(r.data.metrics["test_ece"] for r in children) == pytest.approx(sorted(eces))
+    assert parent.data.metrics["test_ece_mean"] == pytest.approx(np.mean(eces))
+    for child in children:  # the test set's reliability diagram, next to the fit's figures
+        paths = {a.path for a in store.list_artifacts(child.info.run_id, "figures")}
+        assert "figures/test_reliability_diagram.png" in paths
     assert {r.data.params["random_state"] for r in children} == {"0", "1"}
 
 

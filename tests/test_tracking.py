@@ -98,7 +98,9 @@ def test_a_bare_fit_logs_params_metrics_tags_dataset_figures_and_model(store, tm
     assert str(folder.resolve()) in ds.dataset.source
     # figures
     figures = {a.path for a in store.list_artifacts(run.info.run_id, "figures")}
-    assert figures == {"figures/confusion_matrix.png", "figures/misclassified.png"}
+    assert figures == {"figures/confusion_matrix.png", "figures/misclassified.png",
+                       "figures/reliability_diagram.png"}
+    assert 0 <= m["summary/valid_ece"] <= 1 and "ECE" in t["mlflow.note.content"]
     # the model, named by what it is, with its params and its results on its dataset
     assert est.last_model_uri_ == t["model_uri"] and t["model_uri"].startswith("models:/m-")
     logged = store.get_logged_model(t["model_uri"].split("/")[-1])
@@ -149,6 +151,56 @@ def test_figures_that_cannot_be_drawn_leave_the_run_and_its_model_logged(store, 
     assert run.info.status == "FINISHED" and run.data.tags["model_uri"].startswith("models:/")
     assert "mnist_estimators.model_kept_locally" not in run.data.tags
     assert not (tmp_path / "models").exists()
+
+
+def test_validation_predictions_that_fail_leave_the_run_finished(store, monkeypatch):
+    from mnist_estimators.tracking import callbacks
+
+    def broken(*args, **kwargs):
+        raise ValueError("proba must be finite")
+
+    monkeypatch.setattr(callbacks, "expected_calibration_error", broken)
+    with pytest.warns(tracking.TrackingWarning, match="validation predictions could not be made "
+                                                      r"\(ValueError: proba must be finite\)"):
+        est = _fit(MLPClassifier, tracking_options={"log_model": False})
+    run = store.get_run(est.last_run_id_)
+    assert run.info.status == "FINISHED" and "summary/valid_ece" not in run.data.metrics
+    assert "summary/final_valid_acc" in run.data.metrics
+    assert not store.list_artifacts(est.last_run_id_, "figures")  # no validation figures
+
+
+class ValidSpy(Callback):
+    """Keeps the validation dataset skorch hands the callbacks."""
+
+    def on_epoch_end(self, net, dataset_valid=None, **kwargs):
+        self.valid_ = dataset_valid
+
+
+def test_valid_ece_comes_from_the_one_validation_predict_of_the_figures(store, monkeypatch):
+    # The ECE and the figures share the end's single predict_proba of the validation split;
+    # with figures off (a search's folds) neither is made, and nothing more is predicted
+    # (the per-epoch validation accuracy predicts too: counted against the fit without figures).
+    from mnist_estimators.calibration import expected_calibration_error
+
+    calls = []
+    original = MLPClassifier.predict_proba
+    monkeypatch.setattr(MLPClassifier, "predict_proba",
+                        lambda self, X: calls.append(1) or original(self, X))
+    counts, runs = {}, {}
+    spy = ValidSpy()
+    for figures in ("none", "basic"):
+        calls.clear()
+        est = _fit(MLPClassifier, callbacks=[("spy", spy)],  # no model: its signature predicts
+                   tracking_options={"figures": figures, "log_model": False})
+        counts[figures], runs[figures] = len(calls), store.get_run(est.last_run_id_)
+    assert counts["basic"] == counts["none"] + 1
+    assert "summary/valid_ece" not in runs["none"].data.metrics
+    assert not store.list_artifacts(runs["none"].info.run_id, "figures")
+    proba = original(est, spy.valid_)
+    expected = expected_calibration_error(spy.valid_.y.numpy(), proba)
+    assert runs["basic"].data.metrics["summary/valid_ece"] == pytest.approx(expected)
+    paths = {a.path for a in store.list_artifacts(runs["basic"].info.run_id, "figures")}
+    assert "figures/reliability_diagram.png" in paths
 
 
 class SeenInStore(Callback):

@@ -42,12 +42,12 @@ from .context import (
     set_tracking,
 )
 from .report import TrackingWarning
-from .sklearn import ParentRun, autolog, new_parent_run, parent_run
+from .sklearn import ParentRun, autolog, autologging, new_parent_run, parent_run
 from .store import open_store, reap, resolve_uri
 
 __all__ = [
     "DEFAULT_EXPERIMENT", "DEFAULT_OPTIONS", "ENV_SWITCH", "MlflowRunLogger", "ParentRun",
-    "RunContext", "TrackingError", "TrackingWarning", "WeightSnapshots", "autolog",
+    "RunContext", "TrackingError", "TrackingWarning", "WeightSnapshots", "autolog", "autologging",
     "capture_context", "flush", "is_enabled", "log_results", "log_value", "new_parent_run",
     "open_store", "parent_run",
     "pending", "reap", "register", "resolve_options", "resolve_uri", "set_tracking", "upload",
@@ -70,13 +70,15 @@ def log_value(run_id, key, value):
     log_results(run_id, {key: value})
 
 
-def log_results(run_id, metrics=None, tags=None, context=None):
+def log_results(run_id, metrics=None, tags=None, context=None, figures=None):
     """Log metrics and tags on a finished fit's run, in one batch, in the store of ``context``
-    (the fit's ``tracking_context_``, for a fit made in a worker) or this process's store."""
+    (the fit's ``tracking_context_``, for a fit made in a worker) or this process's store;
+    ``figures`` (name -> matplotlib Figure or PIL image) go under ``figures/`` on it."""
     import time
 
     from mlflow.entities import Metric, RunTag
 
+    from .artifacts import log_figures
     from .store import call
 
     if context is not None and context.tracking_uri:
@@ -87,6 +89,8 @@ def log_results(run_id, metrics=None, tags=None, context=None):
     call(client.log_batch, run_id,
          metrics=[Metric(k, float(v), stamp, 0) for k, v in (metrics or {}).items()],
          tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    if figures:
+        log_figures(client, run_id, figures)
 
 
 def register(run_id, name, alias=None):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import logging
 import json
+import math
 import time
 import uuid
 from functools import lru_cache
@@ -39,11 +40,14 @@ def package_version():
 
 
 def model_name(net):
-    """The logged model's name: what it is, ``mlp-256-128``, ``cnn-32-64``, ``softmax``
-    (MLflow forbids ``/ : . % " '`` in it). A pipeline is named by its last step."""
+    """The logged model's name: what it is, ``mlp-256-128``, ``cnn-32-64``, ``softmax``, or
+    for an ensemble its kind and size, ``voting-5`` (MLflow forbids ``/ : . % " '`` in it). A
+    pipeline is named by its last step."""
     net = net.steps[-1][1] if hasattr(net, "steps") else net
     kind = type(net).__name__.replace("Classifier", "").replace("SoftmaxRegression", "softmax")
     shape = getattr(net, "channels", None) or getattr(net, "hidden_sizes", None)
+    if shape is None and isinstance(getattr(net, "estimators", None), (list, tuple)):
+        shape = (len(net.estimators),)  # VotingClassifier, StackingClassifier
     return "-".join([kind.lower(), *map(str, shape or ())])
 
 
@@ -124,7 +128,8 @@ def render_figures(data, kind="basic", embedding="pca"):
     """The run's figures from ``data`` (history, validation labels and predictions, weight
     snapshots, activations): name -> matplotlib Figure or PIL image.
 
-    "basic": the confusion matrix and the misclassified digits. "all" adds the learning curves
+    "basic": the confusion matrix, the misclassified digits and the reliability diagram (when
+    ``data`` has the validation probabilities, ``proba``). "all" adds the learning curves
     (the MLflow UI charts every per-epoch metric already; rendering them costs ~70 ms a fit),
     weight histograms and the activation embedding.
     """
@@ -136,8 +141,15 @@ def render_figures(data, kind="basic", embedding="pca"):
     if "y_true" in data:
         figures["confusion_matrix.png"] = plots.confusion_matrix(data["y_true"], data["y_pred"],
                                                                  data["labels"])
-        figures["misclassified.png"] = plots.misclassified_grid(data["X_valid"], data["y_true"],
-                                                                data["y_pred"])
+        # digits only where the features are square images: not, e.g., the probabilities that
+        # a stacking ensemble's final estimator is fitted on
+        n_features = np.shape(data["X_valid"])[1]
+        if math.isqrt(n_features) ** 2 == n_features:
+            figures["misclassified.png"] = plots.misclassified_grid(
+                data["X_valid"], data["y_true"], data["y_pred"])
+    if "proba" in data:
+        figures["reliability_diagram.png"] = plots.reliability_diagram(
+            data["y_true"], data["proba"], classes=data["labels"])
     if "features" in data:
         n = len(data["features"])
         figures["embedding.png"] = plots.embedding(data["features"], data["y_true"][:n], embedding)

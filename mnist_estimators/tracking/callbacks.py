@@ -17,9 +17,10 @@ import numpy as np
 from skorch.callbacks import Callback, MlflowLogger
 from skorch.callbacks.logging import filter_log_keys
 
+from ..calibration import expected_calibration_error
 from . import sklearn as glue
 from .context import RunContext, capture_context, resolve_options
-from .report import say
+from .report import say, warn
 from .run import FitRun, describe
 
 
@@ -175,8 +176,8 @@ class MlflowRunLogger(MlflowLogger):
         summary = {"fit_time_s": _elapsed(run), "n_epochs": len(history)}
         last = history[-1] if len(history) else {}
         for key in ("train_loss", "valid_loss", "valid_acc"):
-            if key in last:
-                summary[f"final_{key}"] = last[key]
+            if key in last:  # weight averaging or recomputed BatchNorm: the final weights' score
+                summary[f"final_{key}"] = last.get(f"{key}_final", last[key])
         if len(history) and "valid_loss" in last:
             summary["best_valid_loss"] = float(np.nanmin(history[:, "valid_loss"]))
             summary["best_valid_acc"] = float(np.nanmax(history[:, "valid_acc"]))
@@ -185,7 +186,10 @@ class MlflowRunLogger(MlflowLogger):
             model = self.model_ if status == "FINISHED" else self._last_epoch_model(net)
         figures = None
         if options["figures"] != "none" and status == "FINISHED" and not pruned and len(history):
-            figures = lambda: self._figures(net)  # noqa: E731 - rendered only if the run is alive
+            valid = self._valid_predictions(net, run)  # one predict: the ECE and the figures
+            if valid is not None:
+                summary["valid_ece"] = valid[2]
+            figures = lambda: self._figures(net, valid)  # noqa: E731 - drawn if the run is alive
         description = _description(net, self.position_, summary, status, run, pruned)
         net.last_run_id_ = run.run_id
         try:
@@ -210,15 +214,32 @@ class MlflowRunLogger(MlflowLogger):
         est.module_.load_state_dict(self.last_state_)
         return model
 
-    def _figures(self, net):
+    def _valid_predictions(self, net, run):
+        """(column index of each validation label, validation probabilities, their top-label
+        ECE), or None without a validation split. Computed once at the end, for the summary
+        and the figures."""
+        ds = self.valid_data_
+        if ds is None:
+            return None
+        try:
+            column, proba = ds.y.cpu().numpy(), net.predict_proba(ds)
+            return column, proba, expected_calibration_error(column, proba)
+        except Exception as exc:  # noqa: BLE001 - like a figure that fails: the run goes on
+            warn(f"run {run.run_id}: the validation predictions could not be made "
+                 f"({type(exc).__name__}: {exc}); the run is logged without its validation "
+                 "figures and ECE", exc)
+            return None
+
+    def _figures(self, net, valid=None):
         from .artifacts import render_figures
 
         data = {"history": net.history}
         ds = self.valid_data_
-        if ds is not None:
-            proba = net.predict_proba(ds)
-            data["y_true"] = net.classes_[ds.y.cpu().numpy()]
+        if valid is not None:
+            column, proba, _ = valid
+            data["y_true"] = net.classes_[column]
             data["y_pred"] = net.classes_[proba.argmax(1)]
+            data["proba"] = proba  # columns in the order of net.classes_
             data["X_valid"] = ds.X.cpu().numpy()
             data["labels"] = net.classes_
             if self.options_["figures"] == "all":
@@ -252,6 +273,8 @@ def _description(net, position, summary, status, run, pruned):
     if "final_valid_acc" in summary:
         result += (f"; validation accuracy {summary['final_valid_acc']:.4f} "
                    f"(best {summary['best_valid_acc']:.4f})")
+        if "valid_ece" in summary:
+            result += f", ECE {summary['valid_ece']:.4f}"
     elif "final_train_loss" in summary:
         result += f"; final training loss {summary['final_train_loss']:.4f}"
     lines.append(result + ".")

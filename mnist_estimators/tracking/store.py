@@ -230,15 +230,23 @@ def http_limits():
                 os.environ.pop(n, None)
 
 
+# What a retry cures: SQLite busy (many processes writing one store), and two processes logging
+# the same dataset at once (an ensemble's members, a search's candidates on one fold): MLflow's
+# log_inputs looks for the dataset, then inserts it, so the slower insert breaks the unique
+# (experiment, name, digest) key and rolls back; its retry finds the dataset and links it.
+_RETRIED = ("database is locked", "UNIQUE constraint failed: datasets.")
+
+
 def call(fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` with short HTTP limits, retried with backoff while SQLite says
-    "database is locked" (many processes writing one store)."""
+    "database is locked" (many processes writing one store), or after another process inserted
+    the same dataset first."""
     for attempt in range(LOCKED_RETRIES + 1):
         try:
             with http_limits():
                 return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001
-            if attempt == LOCKED_RETRIES or "database is locked" not in str(exc):
+            if attempt == LOCKED_RETRIES or not any(m in str(exc) for m in _RETRIED):
                 raise
             time.sleep(min(5.0, 0.05 * 2 ** attempt) * (1 + random.random()))
 
@@ -307,18 +315,24 @@ def _alive(pid, start):
     return start is None or _process_start(pid) in (None, start)
 
 
-def reap(client):
+def reap(client, parent_run_id=None):
     """Mark KILLED the RUNNING runs started on this host by processes that are gone (killed,
-    crashed, out of memory), with their end time at their last logged metric. Returns their ids.
+    crashed, out of memory), with their end time at their last logged metric; only the
+    children of ``parent_run_id`` when given. Returns their ids.
     """
     from mlflow.entities import ViewType
 
     host = socket.gethostname()
-    exps = [e.experiment_id for e in call(client.search_experiments, view_type=ViewType.ALL)]
+    if parent_run_id is None:
+        exps = [e.experiment_id for e in call(client.search_experiments, view_type=ViewType.ALL)]
+    else:
+        exps = [call(client.get_run, parent_run_id).info.experiment_id]
+    where = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
+    if parent_run_id is not None:
+        where += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
     reaped = []
     for i in range(0, len(exps), 100):
-        runs = call(client.search_runs, exps[i:i + 100], max_results=1000,
-                    filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'")
+        runs = call(client.search_runs, exps[i:i + 100], max_results=1000, filter_string=where)
         for run in runs:
             tags = run.data.tags
             try:
