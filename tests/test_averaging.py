@@ -61,7 +61,7 @@ def test_swa_averages_the_epochs_after_its_start():
 def test_recompute_bn_sets_the_statistics_of_the_final_weights_on_the_training_data():
     with_bn = _fit(CNNClassifier, channels=(8,), hidden_sizes=(), recompute_bn=True)
     without = _fit(CNNClassifier, channels=(8,), hidden_sizes=(), recompute_bn=False)
-    bn = lambda clf: [m for m in clf.module_.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]  # noqa: E731
+    bn = _bn
     assert not torch.allclose(bn(with_bn).running_var, bn(without).running_var)
     without.recompute_batchnorm(X_TRAIN)  # the same thing by hand, on the same training data
     torch.testing.assert_close(bn(with_bn).running_mean, bn(without).running_mean)
@@ -77,8 +77,13 @@ def test_bn_recompute_uses_the_training_split_only_and_records_final_validation(
     # the same split as the fit (stratified, seeded), so the same statistics by hand
     train_idx = _training_split(clf, n=len(X_TRAIN))
     twin = copy.deepcopy(clf).recompute_batchnorm(X_TRAIN[train_idx])
-    torch.testing.assert_close(twin.module_.state_dict()["features.1.running_mean"],
-                               clf.module_.state_dict()["features.1.running_mean"])
+    torch.testing.assert_close(_bn(twin).running_mean, _bn(clf).running_mean)
+    everything = copy.deepcopy(clf).recompute_batchnorm(X_TRAIN)  # the validation part too
+    assert not torch.allclose(_bn(everything).running_mean, _bn(clf).running_mean)
+
+
+def _bn(clf):
+    return next(m for m in clf.module_.modules() if isinstance(m, torch.nn.BatchNorm2d))
 
 
 def _training_split(clf, n):
