@@ -3,6 +3,7 @@
     python benchmarks/bench_accuracy.py [--data-home DIR] [--seeds 0 1 2]
                                         [--pipelines softmax_best ... cnn_frontier cnn_ensemble]
     python benchmarks/bench_accuracy.py --table-only     # the table from earlier results
+    python benchmarks/bench_accuracy.py --pipelines cnn_ensemble --seeds 1 --append  # add a seed
 
 Each pipeline runs through ``mnist-estimators reproduce`` (fit on the 60,000 training images per
 seed, score once on the 10,000 test images, every fit tracked in MLflow). Writes
@@ -62,6 +63,8 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--pipelines", nargs="+", choices=list(TARGETS), default=list(TARGETS))
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--append", action="store_true",
+                        help="add the seeds to the results already written (reproduce --append)")
     args = parser.parse_args(argv)
     results_dir = Path(args.out)
     if not args.table_only:
@@ -70,7 +73,8 @@ def main(argv=None):
         for name in args.pipelines:
             status = cli(["reproduce", name, "--seeds", *map(str, args.seeds), "--quiet",
                           "--data-home", str(args.data_home), "--output-dir", "models",
-                          "--json", str(results_dir / f"accuracy-{name}.json")])
+                          "--json", str(results_dir / f"accuracy-{name}.json"),
+                          *(["--append"] if args.append else [])])
             if status:
                 return status
     print(f"\n{common.machine()}")

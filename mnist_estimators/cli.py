@@ -308,6 +308,45 @@ def _ece_text(ece):
     return "n/a (no probabilities)" if ece is None else f"{ece:.4f}"
 
 
+def _earlier_runs(path, setup, seeds):
+    """``reproduce --append``: the runs already in the JSON file ``path`` whose seed is not run
+    again now, after checking that they are of the same pipeline, parameters and data.
+
+    A long reproduction (five CNNs per seed) can so be split over sessions or machines, one
+    seed at a time, into one result. A missing file is the first part: no earlier runs.
+    """
+    import json
+
+    if path is None:
+        raise CLIError("--append adds seeds to the results in --json FILE: give --json")
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        earlier = json.loads(path.read_text())
+        runs = earlier["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CLIError(f"--append: {path} is not a reproduce result ({exc!r})") from None
+    now = json.loads(json.dumps(setup, default=str))  # as write_json stored it: tuples as lists
+    for key, value in now.items():
+        if earlier.get(key) == value:
+            continue
+        if key == "params" and isinstance(earlier.get(key), dict):
+            differ = sorted(k for k in {*value, *earlier[key]}
+                            if value.get(k, "unset") != earlier[key].get(k, "unset"))
+            detail = "; ".join(f"{k}: {earlier[key].get(k, 'unset')!r} there, "
+                               f"{value.get(k, 'unset')!r} now" for k in differ)
+        else:
+            detail = f"{earlier.get(key)!r} there, {value!r} now"
+        what = {"pipeline": "another pipeline", "params": "other parameters",
+                "train": "other training data", "test": "other test data"}[key]
+        raise CLIError(f"--append: {path} holds results of {what} ({detail}); "
+                       f"write to another --json file")
+    # rows written before each recorded its machine were all on the file's one machine
+    return [{**r, "machine": r.get("machine", earlier.get("machine", "unrecorded"))}
+            for r in runs if r["seed"] not in seeds]
+
+
 def cmd_reproduce(args):
     """Fit a ready pipeline once per seed on MNIST train, score each on MNIST test.
 
@@ -325,8 +364,16 @@ def cmd_reproduce(args):
     (X, y), where = _load_data(args, "train")
     (X_test, y_test), test_where = _load_data(args, "test")
     module, _ = _pipeline(args.pipeline, args.param)  # checks the name and params up front
+    setup = {"pipeline": args.pipeline, "params": dict(module.DEFAULTS, **dict(args.param)),
+             "train": where, "test": test_where}
+    # before any fit: a mismatch found after hours of fitting would waste them
+    earlier = _earlier_runs(args.json, setup, args.seeds) if args.append else []
     print(f"pipeline {args.pipeline}, seeds {args.seeds}\ntrain: {where}\ntest:  {test_where}",
           flush=True)
+    if earlier:
+        print(f"adding to {len(earlier)} earlier seed(s) in {args.json}: "
+              f"{[r['seed'] for r in earlier]}", flush=True)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
     rows = []
     # autologging: an ensemble's fit is one run (a child of this one), its members' fits under it
     with tracking.autologging(), tracking.parent_run(f"reproduce {args.pipeline}",
@@ -348,7 +395,7 @@ def cmd_reproduce(args):
             epochs = [len(n.history_) if hasattr(n, "history_") else None for n in nets]
             rows.append({"seed": seed, "test_accuracy": acc, "test_ece": ece, "fit_s": fit_s,
                          "epochs": epochs[0] if nets[0] is pipe[-1] else epochs,
-                         "model": str(path)})
+                         "model": str(path), "machine": machine})
             print(f"seed {seed}: test accuracy {acc:.4f}, ECE {_ece_text(ece)}, "
                   f"fit {fit_s:.1f} s, saved to {path}", flush=True)
         eces = [r["test_ece"] for r in rows]
@@ -357,14 +404,17 @@ def cmd_reproduce(args):
             parent.log_cv({"test_accuracy": [r["test_accuracy"] for r in rows],
                            **({"test_ece": eces} if has_ece else {}),
                            "fit_s": [r["fit_s"] for r in rows]})
+    rows = sorted(earlier + rows, key=lambda r: r["seed"])
     accs = np.array([r["test_accuracy"] for r in rows])
-    summary = {"pipeline": args.pipeline, "params": dict(module.DEFAULTS, **dict(args.param)),
+    eces = [r["test_ece"] for r in rows]
+    has_ece = None not in eces
+    machines = dict.fromkeys(r.get("machine", "unrecorded") for r in rows)
+    summary = {**setup,
                "test_accuracy_mean": float(accs.mean()), "test_accuracy_std": float(accs.std()),
                "test_ece_mean": float(np.mean(eces)) if has_ece else None,
                "test_ece_std": float(np.std(eces)) if has_ece else None,
                "fit_s_mean": float(np.mean([r["fit_s"] for r in rows])), "runs": rows,
-               "train": where, "test": test_where,
-               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+               "machine": "; ".join(machines)}
     ece_text = (f"{summary['test_ece_mean']:.4f} +- {summary['test_ece_std']:.4f}" if has_ece
                 else _ece_text(None))
     print(f"\n{args.pipeline}: test accuracy {accs.mean():.4f} +- {accs.std():.4f} over "
@@ -541,6 +591,10 @@ def build_parser():
                    help="pipeline parameter, e.g. clf__max_epochs=3")
     p.add_argument("--output-dir", default="models", help="where the models are saved (default: models)")
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--append", action="store_true",
+                   help="add these seeds to the results already in --json (same pipeline, "
+                        "params and data; a seed run again replaces its earlier result), to "
+                        "split a long reproduction over sessions or machines")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-epoch table")
     data_args(p)
     p.set_defaults(func=cmd_reproduce)

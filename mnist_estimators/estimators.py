@@ -254,8 +254,27 @@ class _MNISTClassifier(NeuralNetClassifier):
     def __sklearn_clone__(self):
         twin = super().__sklearn_clone__()
         if self.tracking is True:  # where its run goes, for a fit in another process or thread
-            twin.tracking_context_ = tracking.capture_context()
+            twin.tracking_context_ = self._context_for_clone()
         return twin
+
+    def _context_for_clone(self):
+        """The run context of this process, or the one this estimator was cloned under when it
+        is cloned again inside a search's or cross-validation's fold in a worker process.
+
+        A fold of ``GridSearchCV(VotingClassifier(...), n_jobs=2)`` runs in a loky or Dask
+        worker, and there the ensemble clones its members once more (scikit-learn's
+        ``_fit_single_estimator``); the worker has no open run, so a context captured there
+        would make each member a top-level run. The member being cloned was itself cloned by
+        the search in its own process, under the search's run, a moment before: that context
+        is the right one. Only inside a fold with no open run here is it kept, so a context
+        left on a pickled model, loaded later, is never reused.
+        """
+        from .tracking.sklearn import current_parent, search_position
+
+        inherited = getattr(self, "tracking_context_", None)
+        if inherited is not None and "fold" in search_position() and current_parent() is None:
+            return inherited
+        return tracking.capture_context()
 
     def _tracked(self):
         """Is this fit tracked? Its ``tracking`` flag, and the switch as it stood where it was

@@ -6,8 +6,12 @@ Each member is configured from its ready pipeline's DEFAULTS (imported). Its poi
 comparison with cnn_ensemble: whether models that make different mistakes (a linear model, an
 MLP, a CNN) add more to a vote than five CNNs that differ only in their seed, or whether the two
 weaker members only pull the CNN down. With ``clf__random_state=s`` member ``i`` (softmax, mlp,
-cnn) gets ``3*s + i``. Members are fitted two at a time (``n_jobs=2``, one torch thread each on
-2 cores, as in cnn_ensemble). Its test accuracy has not been measured on this machine yet.
+cnn) gets ``3*s + i``. Members are fitted one after another with every core's threads
+(``n_jobs=1``): with ``n_jobs=2`` on 2 cores the softmax and MLP members finished within the
+CNN's first 4 epochs, and the CNN then went on alone on one thread while the other core idled.
+
+Seed 0 on test: 99.19%, below its own CNN alone (99.71%), ECE 0.0338; 17.8 min of fit. Mixing
+kinds with equal weights costs accuracy here: the README has the figures.
 """
 
 from mnist_estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier
@@ -16,7 +20,7 @@ from mnist_estimators.pipelines import _voting, cnn_best, mlp_best, softmax_best
 MEMBERS = ("softmax", "mlp", "cnn")
 DEFAULTS = {
     "clf__voting": "soft",
-    "clf__n_jobs": 2,
+    "clf__n_jobs": 1,  # see above
     **_voting.member_seeds(MEMBERS, 0),
 }
 SPACE = None  # see cnn_ensemble

@@ -133,9 +133,12 @@ def test_an_ensemble_inside_an_open_run_is_its_child(store):
 
 
 @tracked
-def test_an_ensemble_searched_is_left_alone_in_folds_and_a_parent_in_the_refit(store):
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_an_ensemble_searched_is_left_alone_in_folds_and_a_parent_in_the_refit(store, n_jobs):
+    # n_jobs=2: the folds run in loky workers, where the ensemble clones its members again
+    # with no parent run open; they must still be the search's children, not top-level runs
     grid = GridSearchCV(VotingClassifier(members(), voting="soft"), {"weights": [None]},
-                        cv=2).fit(X, Y)
+                        cv=2, n_jobs=n_jobs).fit(X, Y)
     runs = all_runs(store)
     search = the_parent(runs)
     assert search.info.run_name == "GridSearchCV" and search.info.status == "FINISHED"
@@ -234,7 +237,7 @@ def test_ready_ensembles_build_and_seed_each_member_apart(name):
     pipe = module.build_pipeline()
     assert all(key in pipe.get_params() for key in module.DEFAULTS)  # plain step__param values
     vote = pipe[-1]
-    assert isinstance(vote, VotingClassifier) and vote.voting == "soft" and vote.n_jobs == 2
+    assert isinstance(vote, VotingClassifier) and vote.voting == "soft" and vote.n_jobs == 1
     n = len(vote.estimators)
 
     def seeds(p):

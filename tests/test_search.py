@@ -358,6 +358,52 @@ def test_cli_reproduce_fits_each_seed_and_logs_mean_and_std(tmp_path, store, cap
     assert {r.data.params["random_state"] for r in children} == {"0", "1"}
 
 
+def test_cli_reproduce_append_adds_seeds_to_the_json_and_refuses_another_setup(
+        tmp_path, store, capsys):
+    """A long reproduction split over sessions: seed 0 now, seed 1 later, one result."""
+    import json
+
+    from mnist_estimators.cli import main
+
+    out_json = tmp_path / "res.json"
+    common = ["--quiet", "--data-home", str(_digits(tmp_path)), "--param", "clf__max_epochs=2",
+              "--output-dir", str(tmp_path / "models"), "--json", str(out_json), "--append"]
+    # a missing file is the first part
+    assert main(["reproduce", "softmax_best", "--seeds", "0", *common]) == 0
+    first = json.loads(out_json.read_text())
+    assert [r["seed"] for r in first["runs"]] == [0]
+    assert main(["reproduce", "softmax_best", "--seeds", "1", *common]) == 0
+    assert "adding to 1 earlier seed(s)" in capsys.readouterr().out
+    both = json.loads(out_json.read_text())
+    assert [r["seed"] for r in both["runs"]] == [0, 1]
+    assert both["runs"][0] == first["runs"][0]  # the earlier row is kept as it was
+    accs = [r["test_accuracy"] for r in both["runs"]]
+    assert both["test_accuracy_mean"] == pytest.approx(np.mean(accs))
+    assert both["test_accuracy_std"] == pytest.approx(np.std(accs))
+    assert both["fit_s_mean"] == pytest.approx(np.mean([r["fit_s"] for r in both["runs"]]))
+    # a seed run again replaces its row instead of counting twice
+    assert main(["reproduce", "softmax_best", "--seeds", "1", *common]) == 0
+    again = json.loads(out_json.read_text())
+    assert [r["seed"] for r in again["runs"]] == [0, 1]
+    assert again["runs"][1]["fit_s"] != both["runs"][1]["fit_s"]
+    capsys.readouterr()
+    # another setup is refused before any fit, naming the file and what differs; file untouched
+    before = out_json.read_bytes()
+    assert main(["reproduce", "softmax_best", "--seeds", "2", *common,
+                 "--param", "clf__lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert str(out_json) in err and "other parameters" in err and "clf__lr" in err, err
+    assert main(["reproduce", "mlp_best", "--seeds", "2", *common]) == 2
+    assert "another pipeline ('softmax_best' there, 'mlp_best' now)" in capsys.readouterr().err
+    assert out_json.read_bytes() == before
+    assert not (tmp_path / "models" / "softmax_best-seed2.pkl").exists()
+    out_json.write_text("{not json")
+    assert main(["reproduce", "softmax_best", "--seeds", "2", *common]) == 2
+    assert "is not a reproduce result" in capsys.readouterr().err
+    assert main(["reproduce", "softmax_best", "--seeds", "2", "--append"]) == 2
+    assert "give --json" in capsys.readouterr().err
+
+
 def test_cli_reproduce_rejects_an_unknown_pipeline(capsys):
     from mnist_estimators.cli import main
 

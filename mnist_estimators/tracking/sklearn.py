@@ -305,10 +305,9 @@ def autolog(enable=True):
       dataset and ``n_members``. The fitted ensemble's ``last_run_id_`` is its parent run.
       Opened inside another run (the user's, ``reproduce``'s, a search's refit), the
       ensemble's run is a child of it; an ensemble fitted as a search's or cross-validation's
-      fold is left alone: its members log as that search's fold fits (but not as its children
-      when the search runs the fold in a worker process, ``n_jobs=2``: the ensemble clones its
-      members there, and a clone made in a worker does not inherit the run its original was
-      cloned under).
+      fold is left alone: its members log as that search's fold fits, children of the
+      search's run, also when the search runs the fold in a worker process (``n_jobs=2``:
+      see the estimators' ``__sklearn_clone__``).
 
     Searches over other estimators, and searches inside a run already open, are left alone.
     Like ``mlflow.sklearn.autolog``, it patches the classes' ``fit`` (and the name
