@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import signal
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -651,23 +649,12 @@ def build_parser():
     return parser
 
 
-def _terminated(signum, frame):
-    # SIGTERM (kill, a scheduler's timeout) would end Python with no cleanup, leaving MLflow runs
-    # RUNNING forever. As an interrupt, a running fit stops at its next batch (an exception
-    # raised here could be swallowed by a finalizer) and its run ends KILLED; else raise now.
-    from .training import request_interrupt
-
-    reason = f"terminated by signal {signum}"
-    if not request_interrupt(reason):
-        raise KeyboardInterrupt(reason)
-
-
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminated)
+    from .training import catch_sigterm, release_sigterm
+
+    previous = catch_sigterm(force=True)  # a run of a killed command ends KILLED, not RUNNING
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -686,8 +673,7 @@ def main(argv=None):
               file=sys.stderr)
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        release_sigterm(previous)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
 import sys
 import threading
 
@@ -55,6 +56,32 @@ def raise_if_interrupt_requested():
     if _INTERRUPT.is_set():
         _INTERRUPT.clear()
         raise KeyboardInterrupt(_INTERRUPT_REASON[0])
+
+
+def _terminated(signum, frame):
+    # SIGTERM (kill, a scheduler's timeout) would end Python with no cleanup, leaving MLflow runs
+    # RUNNING. As an interrupt, a running fit stops at its next batch and its run ends KILLED;
+    # with no fit running here (a search waiting on its workers), KeyboardInterrupt is raised now.
+    reason = f"terminated by signal {signum}"
+    if not request_interrupt(reason):
+        raise KeyboardInterrupt(reason)
+
+
+def catch_sigterm(force=False):
+    """Make SIGTERM an interrupt (see ``_terminated``) in the main thread, unless someone else
+    (the user, the CLI, an outer fit or search) already handles it; ``force`` replaces any
+    handler. Returns the handler to give back to ``release_sigterm``, or None when nothing was
+    installed (another thread: Python delivers signals to the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if not force and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+    return signal.signal(signal.SIGTERM, _terminated)
+
+
+def release_sigterm(previous):
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class StopTraining(KeyboardInterrupt):

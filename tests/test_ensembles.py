@@ -105,6 +105,8 @@ def test_soft_voting_with_n_jobs_2_is_one_parent_with_a_child_per_member(store):
     # the members' own tracking_options are back, on the fitted clones too
     assert all(est.tracking_options is None for _, est in vote.estimators)
     assert all(est.tracking_options is None for est in vote.estimators_)
+    # and in their fitted callbacks: a later partial_fit is a run of its own, not "mlp" again
+    assert all(dict(est.callbacks_)["mlflow"].options is None for est in vote.estimators_)
 
 
 @tracked
@@ -184,7 +186,8 @@ def test_stacking_is_one_parent_with_members_folds_and_final_estimator(store):
     # every fit is a child, the folds cross_val_predict made in a loky worker's threads too
     assert len(runs) == 1 + len(kids) and all(r.info.status == "FINISHED" for r in kids)
     folds = [r for r in kids if r.data.tags.get("search.fold") == "of cross_val_predict"]
-    assert sorted(r.info.run_name for r in folds) == ["mlp", "mlp", "softmax", "softmax"]
+    assert sorted(r.info.run_name for r in folds) == [  # named apart from the members' fits
+        "mlp · cv fold", "mlp · cv fold", "softmax · cv fold", "softmax · cv fold"]
     assert sorted(r.info.run_name for r in kids if r not in folds) == [
         "final_estimator", "mlp", "softmax"]
     assert not any("model_uri" in r.data.tags for r in kids)

@@ -357,6 +357,58 @@ def test_sigterm_mid_fit_in_a_plain_script_ends_the_run_killed_with_its_model(tm
     assert unlogged(tmp_path) == []
 
 
+SEARCH_FIT = SLOW + """
+from sklearn.model_selection import GridSearchCV
+from mnist_estimators import MLPClassifier, tracking
+
+tracking.autolog()
+est = MLPClassifier(max_epochs=1000, hidden_sizes=(16,), batch_size=64, random_state=0,
+                    callbacks=[("slow", Slow())])
+GridSearchCV(est, {"lr": [0.01]}, cv=2, n_jobs=2).fit(X, y)
+"""
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_while_a_parallel_search_waits_on_its_workers_ends_every_run_and_says_so(tmp_path):
+    # The search's own process fits nothing (loky workers do): before, it died at once on
+    # SIGTERM, silent, with the search's run RUNNING until a later `runs reap`.
+    path = script(tmp_path, SEARCH_FIT, n=200)
+    proc = subprocess.Popen([PY, str(path)], cwd=tmp_path, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        fold_id = wait_for_a_run_with_metrics(tmp_path, proc)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != -signal.SIGTERM, "SIGTERM killed the search with no cleanup"
+    assert proc.returncode != 0
+    # read before any MLflow client (which could reap): the child itself ended everything
+    con = sqlite3.connect(str(store_db(tmp_path)))
+    try:
+        rows = con.execute("SELECT r.run_uuid, r.status, t.value FROM runs r LEFT JOIN tags t "
+                           "ON t.run_uuid = r.run_uuid AND t.key = 'mlflow.parentRunId'").fetchall()
+    finally:
+        con.close()
+    parents = [(run_id, status) for run_id, status, parent in rows if parent is None]
+    assert len(parents) == 1, rows
+    parent_id, parent_status = parents[0]
+    assert parent_status == "KILLED", rows
+    folds = {run_id: status for run_id, status, parent in rows if parent == parent_id}
+    assert fold_id in folds and len(folds) == 2, rows
+    assert set(folds.values()) == {"KILLED"}, rows  # the workers were stopped; none left RUNNING
+    # the console names the search's run and why it ended
+    assert f"parent run {parent_id} ('GridSearchCV') ended KILLED (terminated by signal " \
+        f"{int(signal.SIGTERM)}); 2 fit(s) under it are logged" in err, err
+    assert "alembic" not in err.lower()
+    client = client_for(tmp_path)
+    for run_id in folds:
+        assert "ended without finishing" in client.get_run(run_id).data.tags[
+            "mnist_estimators.reaped"]
+
+
 # --------------------------------------------------------------------------- 5. fit and exit
 
 

@@ -10,8 +10,6 @@ owns its run from the first epoch to the final status.
 from __future__ import annotations
 
 import copy
-import signal
-import threading
 
 import numpy as np
 from skorch.callbacks import Callback, MlflowLogger
@@ -96,22 +94,15 @@ class MlflowRunLogger(MlflowLogger):
         # A plain script killed with SIGTERM (a scheduler's timeout, `kill`) ends with no
         # cleanup: the run would stay RUNNING. During the fit, SIGTERM stops training at the next
         # batch like Ctrl-C; a handler the user (or the CLI) installed is left alone.
-        self.previous_sigterm_ = None
-        if threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-            from ..training import request_interrupt
+        from ..training import catch_sigterm
 
-            def stop(signum, frame):
-                if not request_interrupt(f"terminated by signal {signum}"):
-                    raise KeyboardInterrupt(f"terminated by signal {signum}")
-
-            self.previous_sigterm_ = signal.signal(signal.SIGTERM, stop)
+        self.previous_sigterm_ = catch_sigterm()
 
     def _release_sigterm(self):
-        if getattr(self, "previous_sigterm_", None) is not None:
-            signal.signal(signal.SIGTERM, self.previous_sigterm_)
-            self.previous_sigterm_ = None
+        from ..training import release_sigterm
+
+        release_sigterm(getattr(self, "previous_sigterm_", None))
+        self.previous_sigterm_ = None
 
     # -- epochs
     def on_epoch_end(self, net, dataset_valid=None, **kwargs):

@@ -118,7 +118,7 @@ class FitRun:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
         tags = {
-            MLFLOW_RUN_NAME: self.options["run_name"] or run_name(net, position),
+            MLFLOW_RUN_NAME: run_name(net, position, self.options["run_name"]),
             "estimator_class": type(net).__name__,
             "mnist_estimators.version": artifacts.package_version(),
             "model_kind": "pipeline" if pipeline is not None else "estimator",
@@ -353,15 +353,20 @@ atexit.register(end_pending)
 
 
 
-def run_name(net, position):
+def run_name(net, position, name=None):
     """The run's name: the values a search tried and the fold (``lr=0.003 dropout=0.2 · fold
-    2/3``), ``refit · ...`` for a search's refit, else what the fit is (``describe``)."""
+    2/3``), ``refit · ...`` for a search's refit, else what the fit is (``describe``). A
+    ``name`` given (``tracking_options["run_name"]``, an ensemble member's name) replaces what
+    the fit is, and a fold still says which (``cnn0 · cv fold``: a stacking ensemble's folds)."""
     values = position.get("parameters")
     tried = " ".join(f"{k.split('__', 1)[-1] if k.count('__') == 1 else k}={_short(v)}"
                      for k, v in (values or {}).items())
     if "fold" in position:
         fold = position["fold"]
-        return f"{tried or describe(net)} · " + (f"fold {fold}" if fold[0].isdigit() else "cv fold")
+        return f"{name or tried or describe(net)} · " + (
+            f"fold {fold}" if fold[0].isdigit() else "cv fold")
+    if name:
+        return name
     if "refit" in position:
         return f"refit · {tried or describe(net)}"
     return describe(net)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import artifacts, store
 from .context import RunContext, is_enabled
-from .report import warn
+from .report import say, warn
 
 _open_parents = []          # RunContexts of the parent_run()s open in this process, innermost last
 _parents_lock = threading.Lock()
@@ -43,9 +43,11 @@ def parent_run(run_name=None, experiment=None, tags=None, run_id=None, data_sour
     ``run_id`` resumes that run (a study resumed later, or by another process). Opened while
     another run is open (the user's, another ``parent_run``), it is that run's child. On exit
     the parent records how many of its fits were logged and how many fell back to local pickles
-    (and says so on this console), then ends FINISHED, FAILED (exception) or KILLED (Ctrl-C);
-    after a failure, children left RUNNING by worker processes that are gone (joblib kills its
-    loky workers when one task fails) are marked KILLED.
+    (and says so on this console), then ends FINISHED, FAILED (exception) or KILLED (Ctrl-C,
+    or SIGTERM, which it turns into an interrupt in the main thread while it is open, unless a
+    handler is already installed; the console says so); after a failure or an interrupt,
+    children left RUNNING by worker processes that are gone (joblib kills its loky workers when
+    a task fails or the wait is interrupted) are marked KILLED.
     Yields a ``ParentRun`` (None when tracking is off or the store is unusable).
 
     >>> with parent_run("grid") as parent:          # doctest: +SKIP
@@ -73,17 +75,23 @@ def parent_run(run_name=None, experiment=None, tags=None, run_id=None, data_sour
                          data_source=data_source)
     with _parents_lock:
         _open_parents.append(context)
-    status = "FINISHED"
+    status, reason = "FINISHED", None
     parent = ParentRun(run.info.run_id, client)
+    from ..training import catch_sigterm, release_sigterm
+
+    # A search in the main process waits on its workers and fits nothing itself, so no fit's
+    # handler is there: SIGTERM would end the process with this run RUNNING and no word.
+    previous_sigterm = catch_sigterm()
     try:
         yield parent
-    except KeyboardInterrupt:
-        status = "KILLED"
+    except KeyboardInterrupt as exc:
+        status, reason = "KILLED", str(exc) or "Ctrl-C"
         raise
-    except BaseException:
-        status = "FAILED"
+    except BaseException as exc:
+        status, reason = "FAILED", f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        release_sigterm(previous_sigterm)
         with _parents_lock:
             _open_parents.remove(context)
         if status != "FINISHED":
@@ -91,8 +99,9 @@ def parent_run(run_name=None, experiment=None, tags=None, run_id=None, data_sour
                 store.reap(client, parent_run_id=run.info.run_id)
             except Exception as exc:  # noqa: BLE001 - `runs reap` and the next open do it too
                 warn(f"could not end the orphaned fits of parent run {run.info.run_id}: {exc}", exc)
+        counted = None
         try:
-            parent.count_fits()
+            counted = parent.count_fits()
         except Exception as exc:  # noqa: BLE001
             warn(f"could not count the fits of parent run {run.info.run_id}: {exc}", exc)
         try:  # retried like every write: another process may hold the store for a moment
@@ -104,6 +113,11 @@ def parent_run(run_name=None, experiment=None, tags=None, run_id=None, data_sour
             warn(f"MLflow could not mark parent run {run.info.run_id} {status} "
                  f"({type(exc).__name__}: {exc}); `mnist-estimators runs reap` ends it once this "
                  "process has exited", exc)
+        else:
+            if status == "KILLED":  # a fit says so itself; the search around it does too
+                fits = "" if counted is None else f"; {counted[0]} fit(s) under it are logged"
+                say(f"parent run {run.info.run_id} ('{run_name or run.info.run_name}') ended "
+                    f"KILLED ({reason}){fits}")
 
 
 def new_parent_run(run_name=None, experiment=None, tags=None):
@@ -411,6 +425,8 @@ def _as_members(ensemble):
     gets a clone, X and y, and the clone may be fitted in another process. A clone carries its
     params, so the member's ``tracking_options`` carry the name there.
     """
+    from .callbacks import MlflowRunLogger
+
     kind = type(ensemble).__name__
     saved = []  # (name, net, its own tracking_options)
     for name, member in _members(ensemble):
@@ -438,7 +454,11 @@ def _as_members(ensemble):
             net.set_params(tracking_options=own)
             twin = fitted.get(name)
             if twin is not None and not isinstance(twin, str):
-                _last_step(twin).tracking_options = own  # attribute: no skorch re-initialization
+                twin = _last_step(twin)
+                twin.tracking_options = own  # attribute: no skorch re-initialization
+                for _, callback in getattr(twin, "callbacks_", None) or []:
+                    if isinstance(callback, MlflowRunLogger):  # a later partial_fit's run too
+                        callback.options = own
 
 
 def _cross_val_predict(estimator, *args, **kwargs):
