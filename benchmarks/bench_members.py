@@ -9,7 +9,8 @@ and scores them on the 10,000 test images, fitting nothing:
 - each member alone and each file's soft vote, with and without ``tta`` (the member's
   probabilities averaged over the image and its four one-pixel shifts: ``CNNClassifier(tta=True)``);
 - the members of all the files pooled: the vote of ``k`` members drawn from the pool (mean and
-  std over 200 draws; the whole pool once), to see what more members of the same recipe buy.
+  std over 200 draws; the whole pool once), to see what more members of the same recipe buy;
+- the test images the whole pool's vote misses, and how many of them every member misses.
 
 This is a report on test data, made after the pipelines were chosen: use it to understand an
 ensemble, never to pick one (pick on a validation split). Writes benchmarks/results/members.json.
@@ -89,6 +90,13 @@ def main(argv=None):
                                "accuracy_tta_std": float(np.std(tta))}
         print(f"| {k} ({len(draws)} draw{'s' * (len(draws) > 1)}) | {np.mean(plain):.2%} ± "
               f"{np.std(plain):.2%} | {np.mean(tta):.2%} ± {np.std(tta):.2%} |")
+    # where more members of the recipe cannot help: the images every member gets wrong
+    wrong = classes[pool[:, 0].argmax(axis=2)] != y  # (members, n)
+    missed = classes[pool[:, 0].mean(axis=0).argmax(axis=1)] != y
+    result["pool_vote_errors"] = int(missed.sum())
+    result["pool_vote_errors_every_member_misses"] = int((missed & wrong.all(axis=0)).sum())
+    print(f"\nthe vote of all {len(pool)} misses {int(missed.sum())} test images; every member "
+          f"misses {result['pool_vote_errors_every_member_misses']} of them")
     common.write_json(args.out, result)
     return 0
 
