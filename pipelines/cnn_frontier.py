@@ -14,7 +14,10 @@ out of 6,000, after 15 epochs / after 36:
   prediction costs 5x): 20 / 18 on the last weights, 19 / 17 with the EMA. Kept: it helped in
   every comparison after 36 epochs, after 15 only on the last weights;
 - not kept: 36 epochs (2.4x the time for 2 errors fewer, within the noise), and BatchNorm
-  statistics recomputed after training (``recompute_bn``: more errors in 6 of 8 comparisons).
+  statistics recomputed after training (``recompute_bn``: more errors in 6 of 8 comparisons);
+- not kept either: 48-96-192 channels (1.6x the epoch time; 23 / 20 errors with the EMA, without
+  and with ``tta``, against 18 / 20 for these 32-64-128 run beside it) and three convs per
+  block (1.4x; 21 / 22).
 
 One error is 0.017 points: every difference here is a few errors, the size of the seed-to-seed
 noise, so the test figure in the README is what says how much they buy.

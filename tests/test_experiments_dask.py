@@ -3,7 +3,6 @@ worker processes, every worker logging to one real ``mlflow server`` on PostgreS
 file cannot be shared between machines), compared cell for cell with a serial run."""
 
 import os
-import sys
 import uuid
 
 import mlflow
@@ -12,12 +11,9 @@ import pytest
 from mnist_estimators.experiments import runner
 
 from conftest import write_sample_mnist
-from test_tracking_server import free_port, start, stop
+from test_tracking_server import postgres_server  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.tracking
-
-POSTGRES = os.environ.get("MNIST_ESTIMATORS_TEST_POSTGRES_MLFLOW",
-                          "postgresql+psycopg://mnist:mnist@127.0.0.1:5432/mlflow")
 
 EXPERIMENT = """
 name = "{name}"
@@ -35,27 +31,6 @@ params = {{ max_epochs = 2 }}
 train_size = 300
 test_size = 200
 """
-
-
-@pytest.fixture
-def postgres_server(tmp_path):
-    """An ``mlflow server`` on PostgreSQL with its own artifact root, on 127.0.0.1."""
-    import sqlalchemy
-
-    try:
-        with sqlalchemy.create_engine(POSTGRES).connect():
-            pass
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES} (.ci/system-deps starts it): {exc}")
-    port = free_port()
-    proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-                  str(port), "--backend-store-uri", POSTGRES,
-                  "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-                 f"http://127.0.0.1:{port}/health")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(proc)
 
 
 @pytest.mark.timeout(480)

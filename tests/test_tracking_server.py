@@ -309,3 +309,90 @@ def test_server_dying_mid_fit_costs_seconds_keeps_the_model_and_uploads_it_later
         assert list(fallback.iterdir()) == []  # the outbox is empty once uploaded
     finally:
         stop(proc)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+POSTGRES = os.environ.get("MNIST_ESTIMATORS_TEST_POSTGRES_MLFLOW",
+                          "postgresql+psycopg://mnist:mnist@127.0.0.1:5432/mlflow")
+
+
+@pytest.fixture
+def postgres_server(tmp_path):
+    """An ``mlflow server`` on PostgreSQL with its own artifact root, on 127.0.0.1."""
+    import sqlalchemy
+
+    try:
+        with sqlalchemy.create_engine(POSTGRES).connect():
+            pass
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES} (.ci/system-deps starts it): {exc}")
+    port = free_port()
+    proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+                  str(port), "--backend-store-uri", POSTGRES,
+                  "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+                 f"http://127.0.0.1:{port}/health")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+@pytest.mark.timeout(180)
+def test_a_dataset_another_writer_inserts_first_is_linked_on_postgresql(postgres_server):
+    # Two fits logging the same training data at once (an ensemble's members, a Dask cluster's
+    # cells): MLflow's log_inputs looks the dataset up, finds nothing, inserts it, and the
+    # slower insert breaks the (experiment, name, digest) key. Made real here, not mocked: a
+    # second connection inserts that row first and holds it uncommitted, so the server's insert
+    # waits on PostgreSQL's lock, then fails when the row is committed.
+    import threading
+    import uuid
+
+    import mlflow.data
+    import sqlalchemy
+    from mlflow.entities import DatasetInput
+
+    from mnist_estimators.tracking import store
+
+    client = mlflow.MlflowClient(postgres_server)
+    experiment_id = client.create_experiment(f"dataset-race-{uuid.uuid4().hex[:8]}")
+    run_id = client.create_run(experiment_id).info.run_id
+    dataset = mlflow.data.from_numpy(X_TRAIN[:50], targets=Y_TRAIN[:50], name="race")
+    entity = dataset._to_mlflow_entity()
+    engine = sqlalchemy.create_engine(POSTGRES)
+    outcome = {}
+
+    def log():
+        try:
+            outcome["result"] = store.call(client.log_inputs, run_id,
+                                           datasets=[DatasetInput(entity)])
+        except Exception as exc:  # noqa: BLE001 - the test reports it below
+            outcome["error"] = exc
+
+    with engine.connect() as other:
+        other.execute(sqlalchemy.text(
+            "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, "
+            "dataset_source_type, dataset_source) VALUES (:uuid, :exp, :name, :digest, "
+            ":source_type, :source)"),
+            {"uuid": uuid.uuid4().hex, "exp": int(experiment_id), "name": entity.name,
+             "digest": entity.digest, "source_type": entity.source_type,
+             "source": entity.source})
+        writer = threading.Thread(target=log)
+        writer.start()
+        # autocommit: in a transaction, PostgreSQL's pg_stat_activity stays the first snapshot
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watch:
+            deadline = time.time() + 30
+            while not watch.execute(sqlalchemy.text(  # the server's insert waits on the row
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'INSERT INTO datasets%'")).scalar():
+                assert time.time() < deadline and writer.is_alive(), outcome
+                time.sleep(0.05)
+        other.commit()
+    writer.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [(entity.name, entity.digest)]
+    with engine.connect() as con:
+        assert con.execute(sqlalchemy.text(
+            "SELECT count(*) FROM datasets WHERE experiment_id = :exp"),
+            {"exp": int(experiment_id)}).scalar() == 1

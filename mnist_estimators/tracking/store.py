@@ -234,13 +234,18 @@ def http_limits():
 # the same dataset at once (an ensemble's members, a search's candidates on one fold): MLflow's
 # log_inputs looks for the dataset, then inserts it, so the slower insert breaks the unique
 # (experiment, name, digest) key and rolls back; its retry finds the dataset and links it.
-_RETRIED = ("database is locked", "UNIQUE constraint failed: datasets.")
+# The key's violation, as SQLite words it and as PostgreSQL does (an mlflow server on
+# PostgreSQL passes it on in its answer). MLflow has no error code of its own for it (both are
+# BAD_REQUEST, like a bad parameter), so the wording is all there is. MySQL's ("Duplicate
+# entry ... for key 'datasets.PRIMARY'") is not here: no MySQL to test it against.
+_RETRIED = ("database is locked", "UNIQUE constraint failed: datasets.",
+            'duplicate key value violates unique constraint "dataset_pk"')
 
 
 def call(fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` with short HTTP limits, retried with backoff while SQLite says
     "database is locked" (many processes writing one store), or after another process inserted
-    the same dataset first."""
+    the same dataset first (a SQLite store, or a server on PostgreSQL)."""
     for attempt in range(LOCKED_RETRIES + 1):
         try:
             with http_limits():
