@@ -339,7 +339,8 @@ def postgres_server(tmp_path):
 
 
 @pytest.mark.timeout(180)
-def test_a_dataset_another_writer_inserts_first_is_linked_on_postgresql(postgres_server):
+def test_a_dataset_another_writer_inserts_first_is_linked_on_postgresql(postgres_server,
+                                                                       request):
     # Two fits logging the same training data at once (an ensemble's members, a Dask cluster's
     # cells): MLflow's log_inputs looks the dataset up, finds nothing, inserts it, and the
     # slower insert breaks the (experiment, name, digest) key. Made real here, not mocked: a
@@ -360,6 +361,7 @@ def test_a_dataset_another_writer_inserts_first_is_linked_on_postgresql(postgres
     dataset = mlflow.data.from_numpy(X_TRAIN[:50], targets=Y_TRAIN[:50], name="race")
     entity = dataset._to_mlflow_entity()
     engine = sqlalchemy.create_engine(POSTGRES)
+    request.addfinalizer(engine.dispose)  # its pooled connections close with the test
     outcome = {}
 
     def log():
