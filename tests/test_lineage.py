@@ -1,0 +1,150 @@
+"""Where a fit stands, as its run says it: the fold and candidate tags, run names, nesting and
+models of every fit of a search, a cross-validation, a stacking ensemble and an ensemble
+searched, with ``n_jobs=1``, ``n_jobs=2`` (loky workers) and joblib's Dask backend.
+
+The expected values are literal: they are what the runs said before tracking learned its
+context from public hooks (``tracking.scopes``) instead of the call stack, and must not move.
+"""
+
+import mlflow
+import pytest
+from sklearn.ensemble import StackingClassifier, VotingClassifier
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mnist_estimators import MLPClassifier, SoftmaxRegressionClassifier, tracking
+
+from conftest import X_TRAIN, Y_TRAIN
+
+pytestmark = pytest.mark.tracking
+X, Y = X_TRAIN[:200], Y_TRAIN[:200]
+TINY = dict(max_epochs=1, batch_size=50, random_state=0)
+
+
+@pytest.fixture
+def client(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+@pytest.fixture
+def autologged(client):
+    tracking.autolog()
+    try:
+        yield client
+    finally:
+        tracking.autolog(False)
+
+
+def lineage(client):
+    """Each run as (its parent's name, its name, fold, candidate, refit, model logged?)."""
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              max_results=1000)
+    names = {r.info.run_id: r.info.run_name for r in runs}
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status)
+                                                           for r in runs]
+    return sorted((names.get(r.data.tags.get("mlflow.parentRunId"), "-"), r.info.run_name,
+                   r.data.tags.get("search.fold", "-"), r.data.tags.get("search.candidate", "-"),
+                   r.data.tags.get("search.refit", "-"), "model_uri" in r.data.tags)
+                  for r in runs)
+
+
+def pipeline_grid(n_jobs):
+    return GridSearchCV(make_pipeline(StandardScaler(), SoftmaxRegressionClassifier(**TINY)),
+                        {"softmaxregressionclassifier__lr": [1e-3, 1e-2],
+                         "standardscaler__with_mean": [True, False]}, cv=2, n_jobs=n_jobs)
+
+
+GRID_FOLDS = [
+    ("GridSearchCV", f"lr={lr} with_mean={mean} · fold {fold}/2", f"{fold}/2", f"{cand}/4",
+     "-", False)
+    for cand, (lr, mean) in enumerate([("0.001", True), ("0.001", False), ("0.01", True),
+                                       ("0.01", False)], start=1)
+    for fold in (1, 2)]
+
+
+def grid_lineage(best):
+    return sorted(GRID_FOLDS + [
+        ("-", "GridSearchCV", "-", "-", "-", True),
+        ("GridSearchCV", f"refit · lr={best['softmaxregressionclassifier__lr']:g} "
+                         f"with_mean={best['standardscaler__with_mean']}", "-", "-", "true",
+         True)])
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_grid_search_over_a_pipeline(autologged, n_jobs):
+    grid = pipeline_grid(n_jobs).fit(X, Y)
+    assert lineage(autologged) == grid_lineage(grid.best_params_)
+
+
+def test_a_grid_search_on_the_dask_backend(autologged):
+    import joblib
+    from dask.distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster):
+        with joblib.parallel_backend("dask"):
+            grid = pipeline_grid(2).fit(X, Y)
+    assert lineage(autologged) == grid_lineage(grid.best_params_)
+
+
+def test_a_grid_search_without_autolog_still_tags_its_folds(client):
+    grid = pipeline_grid(2).fit(X, Y)
+    expected = [("-",) + row[1:] for row in GRID_FOLDS]
+    best = grid.best_params_
+    expected.append(("-", f"refit · lr={best['softmaxregressionclassifier__lr']:g} "
+                          f"with_mean={best['standardscaler__with_mean']}", "-", "-", "true",
+                     True))
+    assert lineage(client) == sorted(expected)
+
+
+def test_a_randomized_search_without_a_seed(autologged):
+    search = RandomizedSearchCV(SoftmaxRegressionClassifier(**TINY), {"lr": [1e-3, 1e-2]},
+                                n_iter=2, cv=2, n_jobs=2).fit(X, Y)
+    tried = [f"{p['lr']:g}" for p in search.cv_results_["params"]]
+    expected = [("RandomizedSearchCV", f"lr={lr} · fold {fold}/2", f"{fold}/2", f"{cand}/2",
+                 "-", False) for cand, lr in enumerate(tried, start=1) for fold in (1, 2)]
+    expected += [("-", "RandomizedSearchCV", "-", "-", "-", True),
+                 ("RandomizedSearchCV", f"refit · lr={search.best_params_['lr']:g}", "-", "-",
+                  "true", True)]
+    assert lineage(autologged) == sorted(expected)
+
+
+def test_cross_validate_with_two_workers(client):
+    cross_validate(make_pipeline(StandardScaler(), SoftmaxRegressionClassifier(**TINY)), X, Y,
+                   cv=3, n_jobs=2)
+    assert lineage(client) == [("-", "softmax · adam lr=0.001 · 1 ep · cv fold",
+                                "of cross_validate", "-", "-", False)] * 3
+
+
+def test_stacking_folds_in_workers(autologged):
+    StackingClassifier([("mlp", MLPClassifier(hidden_sizes=(16,), **TINY)),
+                        ("softmax", SoftmaxRegressionClassifier(**TINY))],
+                       final_estimator=SoftmaxRegressionClassifier(**TINY), cv=2,
+                       n_jobs=2).fit(X, Y)
+    fold = ("StackingClassifier", "{} · cv fold", "of cross_val_predict", "-", "-", False)
+    assert lineage(autologged) == sorted(
+        [("-", "StackingClassifier", "-", "-", "-", True)]
+        + [("StackingClassifier", name, "-", "-", "-", False)
+           for name in ("final_estimator", "mlp", "softmax")]
+        + [fold[:1] + (fold[1].format(name),) + fold[2:] for name in ("mlp", "softmax")] * 2)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_an_ensemble_searched(autologged, n_jobs):
+    grid = GridSearchCV(VotingClassifier([("mlp", MLPClassifier(hidden_sizes=(16,), **TINY)),
+                                          ("softmax", SoftmaxRegressionClassifier(**TINY))],
+                                         voting="soft"),
+                        {"weights": [None, (2, 1)]}, cv=2, n_jobs=n_jobs).fit(X, Y)
+    member = {"mlp": "mlp 16 · adam lr=0.001 · 1 ep", "softmax": "softmax · adam lr=0.001 · 1 ep"}
+    expected = [("GridSearchCV", f"weights={w} · fold {fold}/2", f"{fold}/2", f"{cand}/2", "-",
+                 False) for cand, w in enumerate(["None", "2-1"], start=1) for fold in (1, 2)
+                for _ in member]
+    expected += [("-", "GridSearchCV", "-", "-", "-", True),
+                 ("GridSearchCV", "VotingClassifier", "-", "-", "-", True)]
+    # the refit's members are fits of the search's refit too
+    expected += [("VotingClassifier", name, "-", "-", "true", False) for name in member]
+    assert grid.best_params_ in ({"weights": None}, {"weights": (2, 1)})
+    assert lineage(autologged) == sorted(expected)
