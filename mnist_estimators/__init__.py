@@ -17,6 +17,7 @@ from .data import (
 )
 from .estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier
 from .evaluation import Evaluation, evaluate_images
+from . import tracking  # noqa: F401 - registers tracking's hooks on the estimators (hooks.py)
 from .training import (
     Augment,
     TensorBatchIterator,

@@ -652,7 +652,7 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .training import catch_sigterm, release_sigterm
+    from .signals import catch_sigterm, release_sigterm
 
     previous = catch_sigterm(force=True)  # a run of a killed command ends KILLED, not RUNNING
     try:

@@ -1,6 +1,6 @@
 """scikit-learn estimators: thin skorch ``NeuralNetClassifier`` subclasses with working defaults.
 
-skorch's own defaults are fixed here (see DESIGN.md):
+skorch's own defaults are fixed here (see docs/design.md and the README's table):
 
 - criterion: ``CrossEntropyLoss`` on logits (skorch's default ``NLLLoss`` expects log-probabilities);
 - the training iterator shuffles (skorch's does not);
@@ -33,26 +33,24 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_X_y
 from torch import nn
 
-from . import tracking
-from .persistence import load_model, save_model  # noqa: F401 - public here too
+from . import hooks
 from .modules import CNN, MLP, SoftmaxRegression
+from .persistence import load_model, save_model  # noqa: F401 - public here too
+from .signals import StopTraining, fit_running, raise_if_interrupt_requested
 from .training import (
-    DivergenceGuard,
-    EpochTable,
-    EarlyStoppingCallback,
-    OneCycleLRScheduler,
-    PlateauStopping,
-    RecordLR,
-    StopTraining,
     AUGMENT_PARAMS,
     Augment,
     AugmentedBatches,
     BatchNormRecompute,
+    DivergenceGuard,
+    EarlyStoppingCallback,
+    EpochTable,
+    OneCycleLRScheduler,
+    PlateauStopping,
+    RecordLR,
     TensorBatchIterator,
     WeightAveraging,
-    _FITS_RUNNING,
     init_weights,
-    raise_if_interrupt_requested,
     resolve_optimizer,
     shifted_views,
     use_fused_kernel,
@@ -231,7 +229,9 @@ class _MNISTClassifier(NeuralNetClassifier):
         check("recompute_bn", isinstance(self.recompute_bn, (bool, np.bool_)), "True or False")
         check("tta", isinstance(self.tta, (bool, np.bool_)), "True or False")
         check("tracking", isinstance(self.tracking, bool), "True or False")
-        tracking.resolve_options(self.tracking_options, f"{type(self).__name__}.tracking_options")
+        check("tracking_options", self.tracking_options is None
+              or isinstance(self.tracking_options, dict), "None or a dict")
+        hooks.check_param(self, "tracking_options")
         dev = self.__dict__.get("device")
         check("device", dev is None or dev in ("auto", "cpu") or str(dev).startswith("cuda"),
               "'cpu', 'cuda', 'cuda:N' or 'auto'")
@@ -253,35 +253,8 @@ class _MNISTClassifier(NeuralNetClassifier):
 
     def __sklearn_clone__(self):
         twin = super().__sklearn_clone__()
-        if self.tracking is True:  # where its run goes, for a fit in another process or thread
-            twin.tracking_context_ = self._context_for_clone()
+        hooks.cloned(self, twin)  # tracking: where the twin's run goes, wherever it is fitted
         return twin
-
-    def _context_for_clone(self):
-        """The run context of this process, or the one this estimator was cloned under when it
-        is cloned again inside a search's or cross-validation's fold in a worker process.
-
-        A fold of ``GridSearchCV(VotingClassifier(...), n_jobs=2)`` runs in a loky or Dask
-        worker, and there the ensemble clones its members once more (scikit-learn's
-        ``_fit_single_estimator``); the worker has no open run, so a context captured there
-        would make each member a top-level run. The member being cloned was itself cloned by
-        the search in its own process, under the search's run, a moment before: that context
-        is the right one. Only inside a fold with no open run here is it kept, so a context
-        left on a pickled model, loaded later, is never reused.
-        """
-        from .tracking.sklearn import current_parent, search_position
-
-        inherited = getattr(self, "tracking_context_", None)
-        if inherited is not None and "fold" in search_position() and current_parent() is None:
-            return inherited
-        return tracking.capture_context()
-
-    def _tracked(self):
-        """Is this fit tracked? Its ``tracking`` flag, and the switch as it stood where it was
-        cloned (a worker's own environment may be stale), else this process's switch."""
-        context = getattr(self, "tracking_context_", None)
-        enabled = context.enabled if context is not None else tracking.is_enabled()
-        return enabled and self.tracking is True
 
     def _has_validation(self):
         return self.train_split is not None or _flag(self.validation_fraction)
@@ -481,20 +454,19 @@ class _MNISTClassifier(NeuralNetClassifier):
         # a failed fit: ``on_train_error(net, error)`` tells the callbacks that define it (the
         # MLflow run ends FAILED or KILLED there), then the error propagates.
         self.augment_ = self._start_augment(Xt)
-        _FITS_RUNNING[0] += 1
-        try:
-            self.notify("on_train_begin", X=Xt, y=yt, X_raw=X_raw, y_raw=y_raw)
+        with fit_running():
             try:
-                self.fit_loop(Xt, yt, **fit_params)
-            except StopTraining:
-                pass
-            self.notify("on_train_end", X=Xt, y=yt)
-        except BaseException as exc:
-            self.notify("on_train_error", error=exc)
-            raise
-        finally:
-            _FITS_RUNNING[0] -= 1
-            del self.augment_  # holds a torch.Generator; only training uses it
+                self.notify("on_train_begin", X=Xt, y=yt, X_raw=X_raw, y_raw=y_raw)
+                try:
+                    self.fit_loop(Xt, yt, **fit_params)
+                except StopTraining:
+                    pass
+                self.notify("on_train_end", X=Xt, y=yt)
+            except BaseException as exc:
+                self.notify("on_train_error", error=exc)
+                raise
+            finally:
+                del self.augment_  # holds a torch.Generator; only training uses it
 
     def _start_augment(self, Xt):
         augment = self._make_augment()
@@ -566,11 +538,7 @@ class _MNISTClassifier(NeuralNetClassifier):
                 monitor=None, dirname=str(self.checkpoint_dir),
                 f_params="params_epoch{last_epoch[epoch]}.pt", f_optimizer=None,
                 f_criterion=None, f_history="history.json", load_best=False)))
-        if self._tracked():
-            callbacks.append(("mlflow", tracking.MlflowRunLogger(
-                context=getattr(self, "tracking_context_", None), options=self.tracking_options)))
-            if (self.tracking_options or {}).get("figures") == "all":
-                callbacks.append(("weight_snapshots", tracking.WeightSnapshots()))
+        callbacks += hooks.fit_callbacks(self)  # tracking's MLflow run, when it is on
         callbacks.append(("print_log", EpochTable()))
         return callbacks
 

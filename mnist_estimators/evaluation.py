@@ -163,27 +163,25 @@ def _log_run(result, X, wrong, proba=None, classes=None):
     run could be started. The run ends FINISHED, FAILED (with the error, and a warning) or
     KILLED (Ctrl-C, SIGTERM through the CLI), never RUNNING."""
     import mlflow
-    from mlflow.tracking.context.registry import resolve_tags
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
     from .tracking import store
-    from .tracking.report import warn
-    from .tracking.sklearn import current_parent
+    from .tracking.console import warn
+    from .tracking.parents import current_parent
 
     folder = Path(result.folder)
     try:
         uri, root = store.resolve_uri()
         client = store.open_store(uri, root)
         parent = current_parent()  # an active run (the user's): this one becomes its child
-        tags = {MLFLOW_RUN_NAME: f"evaluate {Path(result.model).stem} on "
-                                 f"{folder.resolve().name}",
-                "mnist_estimators.kind": "evaluation", **store.process_tags()}
         if parent is not None:
-            tags[MLFLOW_PARENT_RUN_ID] = parent.parent_run_id
             exp_id = parent.experiment_id
         else:
             exp_id = store.experiment_id(client, store.default_experiment_name(), root)
-        run_id = store.call(client.create_run, exp_id, tags=resolve_tags(tags)).info.run_id
+        tags = store.run_tags(f"evaluate {Path(result.model).stem} on {folder.resolve().name}",
+                              parent.parent_run_id if parent is not None else None,
+                              {"mnist_estimators.kind": "evaluation"})
+        run_id = store.create_run(client, exp_id, tags).info.run_id
     except Exception as exc:  # noqa: BLE001 - the result is printed anyway
         warn(f"MLflow tracking failed while starting the evaluation run ({type(exc).__name__}: "
              f"{exc}); nothing was logged", exc)
@@ -221,12 +219,11 @@ def _log_run(result, X, wrong, proba=None, classes=None):
 
 def _log_contents(client, run_id, result, X, wrong, proba=None, classes=None):
     import mlflow
-    import mlflow.data
-    from mlflow.entities import DatasetInput, InputTag, Metric, Param
-    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+    from mlflow.entities import Metric, Param
 
     from . import plots
     from .tracking import artifacts, store
+    from .tracking.datasets import dataset_input, make_dataset
 
     folder = Path(result.folder)
     model = Path(result.model)
@@ -236,15 +233,8 @@ def _log_contents(client, run_id, result, X, wrong, proba=None, classes=None):
     store.call(client.log_batch, run_id,
                params=[Param(k, str(v)[:1000]) for k, v in params.items()])
 
-    with warnings.catch_warnings():
-        # MLflow registers LocalArtifactDatasetSource twice (see tracking/run.py)
-        warnings.filterwarnings("ignore", message="The specified dataset source can be "
-                                "interpreted in multiple ways")
-        ds = mlflow.data.from_numpy(X, targets=result.y_true,
-                                    name=f"images-{folder.resolve().name}",
-                                    source=str(folder.resolve()))
-    store.call(client.log_inputs, run_id, datasets=[DatasetInput(
-        ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "evaluation")])])
+    ds = make_dataset(X, result.y_true, {"kind": "images", "path": str(folder.resolve())})
+    store.call(client.log_inputs, run_id, datasets=[dataset_input(ds, "evaluation")])
 
     # MLflow's own evaluation, next to ours: accuracy_score, precision/recall/f1 (weighted),
     # example_count, per_class_metrics.csv and its confusion_matrix.png. Measured (MLP, 2

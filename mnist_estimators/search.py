@@ -36,7 +36,7 @@ from sklearn.base import clone
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline
 
-from . import tracking
+from . import _compat, tracking
 
 HISTORY_METRICS = ("valid_acc", "valid_loss", "train_loss")
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -90,8 +90,8 @@ class TrialSeededTPESampler(optuna.samplers.TPESampler):
     A seeded TPESampler in each of several worker processes draws the same sequence, so two
     workers of one study try identical parameters. Trial numbers are unique in a study, so
     seeding by them keeps workers apart and keeps a single worker reproducible. Optuna has no
-    per-trial seed hook: this sets the two random states TPESampler keeps (``_rng`` and its
-    startup ``_random_sampler``), and falls back to a random reseed if they move.
+    per-trial seed hook: this sets the two random states TPESampler keeps
+    (``_compat.seed_tpe_sampler``).
     """
 
     def __init__(self, seed=0, **kwargs):
@@ -102,12 +102,7 @@ class TrialSeededTPESampler(optuna.samplers.TPESampler):
         super().before_trial(study, trial)
         if self.base_seed is None:  # unseeded: each worker's own random state
             return
-        seed = (int(self.base_seed) + 1_000_003 * trial.number) % (2**32)
-        try:
-            self._rng.rng.seed(seed)
-            self._random_sampler._rng.rng.seed(seed)
-        except AttributeError:
-            self.reseed_rng()
+        _compat.seed_tpe_sampler(self, (int(self.base_seed) + 1_000_003 * trial.number) % (2**32))
 
 
 def make_pruner(pruner):
@@ -136,8 +131,21 @@ def suggest(trial, space):
         if not isinstance(dist, optuna.distributions.BaseDistribution):
             raise ValueError(f"Search space entry {name!r} must be an Optuna distribution or a "
                              f"list of choices. Got {dist!r} instead.")
-        params[name] = trial._suggest(name, dist)
+        params[name] = _suggest(trial, name, dist)
     return params
+
+
+def _suggest(trial, name, dist):
+    """``trial.suggest_*`` for an Optuna distribution object (the public way to ask for one)."""
+    dists = optuna.distributions
+    if isinstance(dist, dists.CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, dists.IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, dists.FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise ValueError(f"Search space entry {name!r}: {type(dist).__name__} is not a distribution "
+                     "Optuna can suggest from (float, int or categorical).")
 
 
 def _jsonable(params):

@@ -17,9 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
-import signal
 import sys
-import threading
 
 import numpy as np
 import torch
@@ -27,70 +25,12 @@ from skorch.callbacks import Callback, EarlyStopping, LRScheduler, PrintLog
 from torch import nn
 from torch.nn import functional as F
 
+from ._compat import foreach_lerp_
+from .signals import StopTraining
+
 
 class TrainingDivergedError(FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
-
-
-# A request to interrupt training, honoured at the next batch boundary. A signal handler that
-# raised KeyboardInterrupt itself could land in a garbage-collection finalizer (SQLAlchemy's,
-# inside MLflow), where Python prints the exception and ignores it, and training would go on.
-_INTERRUPT = threading.Event()
-_INTERRUPT_REASON = ["interrupted"]
-_FITS_RUNNING = [0]
-
-
-def request_interrupt(reason="interrupted"):
-    """Ask every running fit in this process to stop with ``KeyboardInterrupt`` at its next batch.
-
-    Returns False when no fit is running (the caller should then interrupt by other means).
-    """
-    if not _FITS_RUNNING[0]:
-        return False
-    _INTERRUPT_REASON[0] = reason
-    _INTERRUPT.set()
-    return True
-
-
-def raise_if_interrupt_requested():
-    if _INTERRUPT.is_set():
-        _INTERRUPT.clear()
-        raise KeyboardInterrupt(_INTERRUPT_REASON[0])
-
-
-def _terminated(signum, frame):
-    # SIGTERM (kill, a scheduler's timeout) would end Python with no cleanup, leaving MLflow runs
-    # RUNNING. As an interrupt, a running fit stops at its next batch and its run ends KILLED;
-    # with no fit running here (a search waiting on its workers), KeyboardInterrupt is raised now.
-    reason = f"terminated by signal {signum}"
-    if not request_interrupt(reason):
-        raise KeyboardInterrupt(reason)
-
-
-def catch_sigterm(force=False):
-    """Make SIGTERM an interrupt (see ``_terminated``) in the main thread, unless someone else
-    (the user, the CLI, an outer fit or search) already handles it; ``force`` replaces any
-    handler. Returns the handler to give back to ``release_sigterm``, or None when nothing was
-    installed (another thread: Python delivers signals to the main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    if not force and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return None
-    return signal.signal(signal.SIGTERM, _terminated)
-
-
-def release_sigterm(previous):
-    if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
-
-
-class StopTraining(KeyboardInterrupt):
-    """A callback's request to end training early.
-
-    skorch's callbacks stop training with a plain ``KeyboardInterrupt``, and its ``partial_fit``
-    swallows every one, a user's Ctrl-C included. This subclass tells the two apart, so a real
-    interrupt can end the run as KILLED and propagate.
-    """
 
 
 # --------------------------------------------------------------------------- batches
@@ -151,7 +91,7 @@ class TensorBatchIterator:
 
 # --------------------------------------------------------------------------- augmentation
 # torchvision's transforms would do this, but its PyPI build does not load beside this torch
-# (DESIGN.md), and its v2 transforms draw one set of random parameters per call, not per image.
+# (docs/design.md, "Traps"), and its v2 transforms draw one set of random parameters per call, not per image.
 # So: each transform below is one batched tensor op over the whole (N, 1, H, W) batch, with
 # per-image random parameters.
 
@@ -584,7 +524,7 @@ class WeightAveraging(Callback):
         n = float(n_averaged)
         decay = min(self.decay, (1 + n) / (10 + n))
         if torch.is_floating_point(averaged[0]):
-            torch._foreach_lerp_(averaged, current, 1 - decay)
+            foreach_lerp_(averaged, current, 1 - decay)
         else:  # BatchNorm's num_batches_tracked: a count, not a value to average
             for a, c in zip(averaged, current):
                 a.copy_(c)

@@ -26,9 +26,10 @@ from mnist_estimators.pipelines import NAMES, cnn_best, get
 from conftest import X_TRAIN, Y_TRAIN, write_sample_mnist
 
 X, Y = X_TRAIN[:300], Y_TRAIN[:300]
-# scikit-learn's own methods, as imported (autolog is off unless a test turns it on)
-ORIGINALS = (BaseSearchCV.fit, _voting._BaseVoting.fit, _stacking._BaseStacking.fit,
-             _stacking.cross_val_predict)
+# scikit-learn's own methods (mnist_estimators wraps the public ones at import: see
+# tracking/sklearn_autolog.py; autolog is off unless a test turns it on)
+ORIGINALS = (getattr(BaseSearchCV.fit, "__wrapped__", None), _voting._BaseVoting.fit,
+             _stacking._BaseStacking.fit, getattr(_stacking.cross_val_predict, "__wrapped__", None))
 TINY = dict(max_epochs=1, batch_size=32, random_state=0)
 tracked = pytest.mark.tracking
 
@@ -199,24 +200,39 @@ def test_stacking_is_one_parent_with_members_folds_and_final_estimator(store):
 # --------------------------------------------------------------------------- autolog
 
 
-def test_autolog_false_restores_sklearns_own_methods():
-    originals = ORIGINALS
+def test_the_wrappers_are_installed_once_and_uninstall_restores_sklearns_own_methods():
+    from sklearn.model_selection import _validation
+
+    from mnist_estimators.tracking import sklearn_autolog as wrappers
+
+    wrapped = wrappers.installed()
+    assert set(wrapped) >= {"Pipeline.fit", "BaseSearchCV.fit", "VotingClassifier.fit",
+                            "StackingClassifier.fit", "sklearn.model_selection.cross_validate",
+                            "sklearn.ensemble._stacking.cross_val_predict"}
+    # one wrapper per function, whatever names it is bound to
+    assert _validation.cross_val_predict is _stacking.cross_val_predict
+    assert _validation.cross_val_predict.__wrapped__ is wrapped[
+        "sklearn.model_selection._validation.cross_val_predict"]
     try:
         assert tracking.autolog() is False
-        assert tracking.autolog() is True  # a second call patches nothing twice
-        assert _voting._BaseVoting.fit.__wrapped__ is originals[1]
-        assert _stacking._BaseStacking.fit.__wrapped__ is originals[2]
-        assert _stacking.cross_val_predict is not originals[3]
+        assert tracking.autolog() is True  # a second call changes nothing
         with tracking.autologging():  # on already: left on after the block
             pass
-        assert _voting._BaseVoting.fit is not originals[1]
+        assert wrappers.is_autologging()
     finally:
         tracking.autolog(False)
-    assert (BaseSearchCV.fit, _voting._BaseVoting.fit, _stacking._BaseStacking.fit,
-            _stacking.cross_val_predict) == originals
-    with tracking.autologging():
-        assert _voting._BaseVoting.fit is not originals[1]
-    assert _voting._BaseVoting.fit is originals[1]
+    assert not wrappers.is_autologging()
+    try:
+        wrappers.uninstall()
+        assert wrappers.installed() == {}
+        assert (BaseSearchCV.fit, _voting._BaseVoting.fit, _stacking._BaseStacking.fit,
+                _stacking.cross_val_predict) == ORIGINALS
+        assert VotingClassifier.fit is wrapped["VotingClassifier.fit"]
+        assert Pipeline.fit is wrapped["Pipeline.fit"]
+    finally:
+        wrappers.install()
+    assert Pipeline.fit.__wrapped__ is wrapped["Pipeline.fit"]
+
 
 
 @tracked

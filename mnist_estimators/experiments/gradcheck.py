@@ -67,7 +67,9 @@ def table(report, picks, eps):
 def gradient_check(estimator=None, X=None, y=None, eps=1e-2, sample=0, data_home=None):
     """Seed 002's table for ``estimator`` (default: its 128-unit tanh MLP, initialized, seed 0;
     fitted or not) on training image ``sample`` of ``X``, ``y`` (default: MNIST train)."""
-    from .. import MLPClassifier, check_gradients, load_mnist
+    from ..data import load_mnist
+    from ..estimators import MLPClassifier
+    from ..training import check_gradients
 
     if X is None:
         X, y = load_mnist("train", data_home=data_home)

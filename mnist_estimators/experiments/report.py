@@ -702,15 +702,15 @@ def rebuild(experiment, protocol="fast"):
     """The report of ``experiment`` (a name, a ``.toml`` path or an ``Experiment``) under
     ``protocol``, rebuilt from the MLflow store alone and logged again on its parent run."""
     from .. import tracking
-    from .runner import _check_store, _find_parent
+    from .lookup import find_parent, open_checked_store
     from .spec import Experiment, ExperimentError, load
 
     exp = experiment if isinstance(experiment, Experiment) else load(experiment)
     exp.protocol(protocol)
     if not tracking.is_enabled():
         return None
-    client = _check_store()
-    parent = _find_parent(client, exp, protocol)
+    client = open_checked_store()
+    parent = find_parent(client, exp, protocol)
     if parent is None:
         raise ExperimentError(f"No run of experiment {exp.name!r} under protocol {protocol!r} in "
                               f"{tracking.resolve_uri()[0]}; run it first: mnist-estimators "

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import lookup
+from .lookup import TAG
 from .spec import Experiment, ExperimentError, load
 
 BACKENDS = ("loky", "dask")
-TAG = "experiment."            # the prefix of this module's run tags
 DONE = ("ok", "diverged")      # outcomes that are results: a rerun would give the same
 
 
@@ -124,9 +125,9 @@ def run(experiment, protocol="fast", n_seeds=None, n_jobs=1, backend="loky", sch
         raise ExperimentError(f"n_jobs must be at least 1, got {n_jobs}")
     client = _dask_client(scheduler, connect_timeout) if backend == "dask" else None
     try:
-        store = _check_store() if tracking.is_enabled() else None
+        store = lookup.open_checked_store() if tracking.is_enabled() else None
         data = load_data(exp, protocol, data_home)
-        parent_id = _find_parent(store, exp, protocol) if store else None
+        parent_id = lookup.find_parent(store, exp, protocol) if store else None
         tags = {TAG + "name": exp.name, TAG + "protocol": protocol, TAG + "source": exp.source,
                 TAG + "parent": "true", TAG + "file": str(exp.path),
                 **{_tag_key(f"seed.{k}"): v for k, v in exp.seed_reported.items()}}
@@ -134,7 +135,7 @@ def run(experiment, protocol="fast", n_seeds=None, n_jobs=1, backend="loky", sch
         with tracking.parent_run(f"{exp.name} · {protocol}", experiment=exp.name, tags=tags,
                                  run_id=parent_id) as parent:
             result.parent_run_id = parent.run_id if parent is not None else None
-            done = set() if force or parent is None else _done_cells(store, parent.run_id)
+            done = set() if force or parent is None else lookup.done_cells(store, parent.run_id)
             todo = [c for c in cells if c.id not in done]
             result.skipped = len(cells) - len(todo)
             # cloned here, inside the parent run: each clone carries the parent's context to
@@ -211,56 +212,3 @@ def _dask_client(scheduler, timeout):
         raise ExperimentError(f"The Dask scheduler at {scheduler} could not be reached within "
                               f"{timeout} s ({type(exc).__name__}: {exc}); start one with "
                               "`dask scheduler` or check the address") from exc
-
-
-def _check_store():
-    """This process's MLflow store, opened (and checked reachable, for a server) before any
-    training: a server that is down is an error that names it and the local fallback."""
-    from .. import tracking
-    from ..tracking import store as st
-
-    uri, root = tracking.resolve_uri()
-    try:
-        client = tracking.open_store(uri, root)
-        if st.is_remote(uri):
-            st.check_reachable(uri)
-    except Exception as exc:
-        raise ExperimentError(
-            f"The MLflow tracking store {uri} cannot be used ({type(exc).__name__}: {exc}). "
-            "Start it, or unset MLFLOW_TRACKING_URI to use the local ./mlruns store, or run "
-            "with tracking off (MNIST_ESTIMATORS_TRACKING=0: then nothing is resumable)") from exc
-    return client
-
-
-def _find_parent(client, exp, protocol):
-    """The latest parent run of this experiment and protocol, to resume, or None."""
-    from ..tracking import store as st
-
-    found = st.call(client.get_experiment_by_name, exp.name)
-    if found is None:
-        return None
-    runs = st.call(client.search_runs, [found.experiment_id],
-                   filter_string=f"tags.`{TAG}parent` = 'true' and "
-                                 f"tags.`{TAG}protocol` = '{protocol}'",
-                   order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].info.run_id if runs else None
-
-
-def _done_cells(client, parent_run_id):
-    """Ids of the cells with a result under ``parent_run_id``: a FINISHED run with outcome
-    "ok", or a run whose fit diverged."""
-    from ..tracking import store as st
-
-    exp_id = st.call(client.get_run, parent_run_id).info.experiment_id
-    done, token = set(), None
-    while True:
-        page = st.call(client.search_runs, [exp_id],
-                       filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-                       max_results=1000, page_token=token)
-        for r in page:
-            outcome = r.data.tags.get(TAG + "outcome")
-            if (outcome == "ok" and r.info.status == "FINISHED") or outcome == "diverged":
-                done.add(r.data.tags.get(TAG + "cell_id"))
-        token = page.token
-        if not token:
-            return done

@@ -28,21 +28,21 @@ warning says what failed, and the model, metrics and params are kept in ``fallba
 
 from __future__ import annotations
 
-from .artifacts import pending, upload
+from .sklearn_autolog import autolog, autologging
 from .callbacks import MlflowRunLogger, WeightSnapshots
+from .console import TrackingWarning
 from .context import (
     DEFAULT_EXPERIMENT,
     DEFAULT_OPTIONS,
     ENV_SWITCH,
     RunContext,
     TrackingError,
-    capture_context,
     is_enabled,
     resolve_options,
     set_tracking,
 )
-from .report import TrackingWarning
-from .sklearn import ParentRun, autolog, autologging, new_parent_run, parent_run
+from .outbox import pending, upload
+from .parents import ParentRun, capture_context, new_parent_run, parent_run
 from .store import open_store, reap, resolve_uri
 
 __all__ = [

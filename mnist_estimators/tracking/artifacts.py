@@ -1,22 +1,17 @@
-"""What a run holds besides numbers: figures, the MLflow model, and the local fallback (the
-"outbox") for models whose run could not be logged, with the upload that empties it."""
+"""What a run holds besides numbers: its figures and its MLflow model."""
 
 from __future__ import annotations
 
-import datetime
 import logging
-import json
 import math
 import time
-import uuid
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from ..persistence import load_model, save_model, write_json
+from .. import _compat
 from . import store
-from .report import say
 
 
 @lru_cache(maxsize=1)
@@ -113,9 +108,7 @@ def log_model(client, run_id, model, X=None, registered_model_name=None, params=
     if registered_model_name:
         import mlflow
 
-        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
-
-        with _use_tracking_uri(client.tracking_uri), store.quiet_mlflow():
+        with _compat.using_tracking_uri(client.tracking_uri), store.quiet_mlflow():
             store.call(mlflow.register_model, uri, registered_model_name)
     store.call(client.set_tag, run_id, "model_uri", uri)
     return uri
@@ -168,102 +161,6 @@ def log_figures(client, run_id, figures):
                        save_kwargs={"dpi": 80, "pil_kwargs": {"compress_level": 1}})
         else:
             store.call(client.log_image, run_id, fig, artifact_file=f"figures/{name}")
-
-
-# --------------------------------------------------------------------------- the outbox
-
-def save_fallback(model, record, fallback_dir):
-    """Keep a model whose run could not be logged: ``NAME.pkl`` (the model, checksummed) and
-    ``NAME.json`` (where it belongs, its params, tags, metrics and status), written in that
-    order, each atomically, so a JSON always has its model. Returns the model's path."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    stem = f"{record.get('estimator', 'model')}-{stamp}-{uuid.uuid4().hex[:6]}"
-    folder = Path(fallback_dir)
-    path = save_model(model, folder / f"{stem}.pkl")
-    write_json(folder / f"{stem}.json", {**record, "model_file": path.name,
-                                         "saved_at": int(time.time() * 1000)})
-    return path
-
-
-def pending(fallback_dir="models/unlogged", parent_run_id=None):
-    """The records of models waiting in ``fallback_dir`` (optionally: children of one parent
-    run), as a list of (json path, record)."""
-    out = []
-    for path in sorted(Path(fallback_dir).glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if parent_run_id is None or record.get("parent_run_id") == parent_run_id:
-            out.append((path, record))
-    return out
-
-
-def upload(fallback_dir="models/unlogged", tracking_uri=None, quiet=False, only_uri=None):
-    """Log every model waiting in ``fallback_dir`` to its MLflow store (or ``tracking_uri``):
-    the run it started (or a new one), its metrics, the model, its final status. Uploaded
-    entries are removed; the others stay, with the reason returned. ``only_uri``: only the
-    models that belong to that store.
-
-    Returns ``(uploaded run ids, {json path: error})``.
-    """
-    uploaded, failed = [], {}
-    for path, record in pending(fallback_dir):
-        if only_uri is not None and record.get("tracking_uri") != only_uri:
-            continue
-        try:
-            uploaded.append(_upload_one(path, record, tracking_uri))
-        except Exception as exc:  # noqa: BLE001 - each entry on its own; the rest go on
-            failed[str(path)] = f"{type(exc).__name__}: {exc}"
-    if uploaded and not quiet:
-        say(f"uploaded {len(uploaded)} model(s) kept in {fallback_dir} while tracking was "
-            f"failing: runs {', '.join(uploaded)}")
-    return uploaded, failed
-
-
-def _upload_one(path, record, tracking_uri):
-    from mlflow.entities import Metric, Param
-    from mlflow.exceptions import MlflowException
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-    uri = tracking_uri or record["tracking_uri"]
-    client = store.open_store(uri, record.get("artifact_root"))
-    model_file = path.parent / record["model_file"]
-    model = load_model(model_file)
-    run_id, logged = record.get("run_id"), set()
-    if run_id:
-        try:
-            run = store.call(client.get_run, run_id)
-            logged = {(k, m.step) for k in run.data.metrics
-                      for m in store.call(client.get_metric_history, run_id, k)}
-        except MlflowException:
-            run_id = None  # the run never reached the store: a new one
-    if not run_id:
-        exp_id = record.get("experiment_id") or store.experiment_id(
-            client, record.get("experiment") or store.default_experiment_name(),
-            record.get("artifact_root"))
-        tags = dict(record.get("tags") or {})
-        if record.get("parent_run_id"):
-            tags[MLFLOW_PARENT_RUN_ID] = record["parent_run_id"]
-        run_id = store.call(client.create_run, exp_id, start_time=record.get("start_time"),
-                            tags=tags).info.run_id
-        params = [Param(k, v) for k, v in (record.get("params") or {}).items()]
-        for i in range(0, len(params), 90):
-            store.call(client.log_batch, run_id, params=params[i:i + 90])
-    metrics = [Metric(k, float(v), int(ts), int(step)) for k, v, step, ts in record.get("metrics", [])
-               if (k, int(step)) not in logged]
-    for i in range(0, len(metrics), 900):
-        store.call(client.log_batch, run_id, metrics=metrics[i:i + 900])
-    example = record.get("input_example")
-    X = None if example is None else np.asarray(example["data"], dtype=example["dtype"])
-    log_model(client, run_id, model, X, params=record.get("params"),
-              name=record.get("model_name", "model"))
-    store.call(client.set_tag, run_id, "mnist_estimators.uploaded_from", str(model_file))
-    store.call(client.set_terminated, run_id, record.get("status", "FINISHED"),
-               end_time=record.get("end_time"))
-    model_file.unlink(missing_ok=True)
-    path.unlink(missing_ok=True)
-    return run_id
 
 
 class _CloudpickleNotice(logging.Filter):

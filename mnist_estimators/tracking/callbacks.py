@@ -16,9 +16,11 @@ from skorch.callbacks import Callback, MlflowLogger
 from skorch.callbacks.logging import filter_log_keys
 
 from ..calibration import expected_calibration_error
-from . import sklearn as glue
-from .context import RunContext, capture_context, resolve_options
-from .report import say, warn
+from ..signals import catch_sigterm, release_sigterm
+from . import scopes
+from .console import say, warn
+from .context import RunContext, resolve_options
+from .parents import capture_context, current_parent
 from .run import FitRun, describe
 
 
@@ -64,8 +66,11 @@ class MlflowRunLogger(MlflowLogger):
 
         self._reset()
         options = resolve_options(self.options)
-        pipeline, pipe_X = glue.enclosing_pipeline(net)
-        self.position_ = position = glue.search_position()
+        pipeline, pipe_X = scopes.enclosing_pipeline(net)
+        # where the fit stands: told by the search or cross-validation that cloned it
+        position = scopes.resolve(getattr(self.context, "position", None) or {},
+                                  scopes.fold_root(net))
+        self.position_ = position
         in_fold = "fold" in position
         if options["log_model"] == "auto":
             options["log_model"] = not in_fold
@@ -85,7 +90,7 @@ class MlflowRunLogger(MlflowLogger):
 
     def _context(self):
         context = self.context if self.context is not None else capture_context()
-        active = glue.current_parent()  # a run opened in this process since the clone wins
+        active = current_parent()  # a run opened in this process since the clone wins
         if active is not None and active.parent_run_id != context.parent_run_id:
             return active
         return context
@@ -94,13 +99,9 @@ class MlflowRunLogger(MlflowLogger):
         # A plain script killed with SIGTERM (a scheduler's timeout, `kill`) ends with no
         # cleanup: the run would stay RUNNING. During the fit, SIGTERM stops training at the next
         # batch like Ctrl-C; a handler the user (or the CLI) installed is left alone.
-        from ..training import catch_sigterm
-
         self.previous_sigterm_ = catch_sigterm()
 
     def _release_sigterm(self):
-        from ..training import release_sigterm
-
         release_sigterm(getattr(self, "previous_sigterm_", None))
         self.previous_sigterm_ = None
 

@@ -2,7 +2,8 @@
 
 A search clones estimators in the main process and fits the clones elsewhere (loky workers, Dask
 workers, Optuna threads). MLflow's active run is per thread and per process, so the clone
-carries a ``RunContext`` instead: where runs go, in which experiment, under which parent.
+carries a ``RunContext`` instead: where runs go, in which experiment, under which parent, and
+where the fit stands (its ``position`` in a search or cross-validation, see ``scopes``).
 """
 
 from __future__ import annotations
@@ -78,29 +79,10 @@ class RunContext:
     experiment_id: str | None = None
     parent_run_id: str | None = None
     data_source: dict | None = None  # where a search's X came from (folds lose the link)
+    # Where the fit stands, told by the search or cross-validation that cloned it (``scopes``):
+    # ``fold`` ("2/3", "of cross_validate"...), ``candidate`` ("1/4"), ``parameters`` (the
+    # candidate's values), or ``refit``; None for a fit of its own.
+    position: dict | None = None
 
     def replace(self, **changes):
         return replace(self, **changes)
-
-
-def capture_context():
-    """The run context of this process now: tracking on or off, the store, and the parent run
-    (the active MLflow run, or an open ``parent_run``), for a clone fitted elsewhere.
-
-    Opening the store here also creates and migrates it once, in the parent, before any worker
-    process can race to do it.
-    """
-    if not is_enabled():
-        return RunContext(enabled=False)
-    from . import sklearn as glue
-    from . import store
-
-    parent = glue.current_parent()
-    if parent is not None:
-        return parent
-    try:
-        uri, artifact_root = store.resolve_uri()
-        store.open_store(uri, artifact_root)
-    except Exception:  # noqa: BLE001 - the fit itself will report an unusable store, once
-        return RunContext(enabled=True)
-    return RunContext(enabled=True, tracking_uri=uri, artifact_root=artifact_root)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import atexit
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 
-from . import artifacts, store
+from . import artifacts, outbox, store
+from .console import warn
 from .context import TrackingError
-from .report import warn
+from .datasets import dataset_input, make_dataset
 
 FLUSH_EVERY_S = 2.0  # epoch metrics wait at most this long before they are sent (log_metrics)
 _NOISY_PARAMS = ("verbose", "callbacks", "iterator_valid", "dataset", "predict_nonlinearity",
@@ -114,21 +114,16 @@ class FitRun:
         self.record["experiment_id"] = exp_id
 
     def _describe(self, net, X_raw, pipeline, position, source):
-        from mlflow.tracking.context.registry import resolve_tags
-        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-
         tags = {
-            MLFLOW_RUN_NAME: run_name(net, position, self.options["run_name"]),
             "estimator_class": type(net).__name__,
             "mnist_estimators.version": artifacts.package_version(),
             "model_kind": "pipeline" if pipeline is not None else "estimator",
-            **store.process_tags(),
         }
-        if self.context.parent_run_id:
-            tags[MLFLOW_PARENT_RUN_ID] = self.context.parent_run_id
-        tags.update({f"search.{k}": str(v) for k, v in position.items() if k != "parameters"})
+        tags.update({f"search.{k}": str(v) for k, v in position.items()
+                     if k not in ("parameters", "keys")})
         tags.update({str(k): str(v) for k, v in (self.options["tags"] or {}).items()})
-        tags = resolve_tags(tags)
+        tags = store.run_tags(run_name(net, position, self.options["run_name"]),
+                              self.context.parent_run_id, tags)
         params = flat_params(net)
         # What a person sets and searches is the constructor's own parameters; the rest is the
         # deep expansion of the net's internal callbacks (``callbacks__lr_scheduler__T_max``).
@@ -147,51 +142,25 @@ class FitRun:
         self.record.update(tags=tags, params=params)
 
     def _start(self, X_raw, y_raw, source):
-        from mlflow.entities import DatasetInput, InputTag, Param
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+        from mlflow.entities import Param
 
-        ds = self._dataset(X_raw, y_raw, source)
+        ds = make_dataset(X_raw, y_raw, source)
+        self.dataset_name = ds.name
+        self.dataset = (ds.name, ds.digest)  # for the model's metrics
         tags, params = {**self.record["tags"], "data.digest": ds.digest}, self.record["params"]
-        run = store.call(self.client.create_run, self.record["experiment_id"],
-                         start_time=self.record["start_time"], tags=tags)
+        run = store.create_run(self.client, self.record["experiment_id"], tags,
+                               start_time=self.record["start_time"])
         self.run_id = self.record["run_id"] = run.info.run_id
         items = [Param(k, v) for k, v in sorted(params.items())]
         for i in range(0, len(items), 90):  # MLflow takes at most 100 params per batch
             store.call(self.client.log_batch, self.run_id, params=items[i:i + 90])
-        store.call(self.client.log_inputs, self.run_id, datasets=[DatasetInput(
-            ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])])
+        store.call(self.client.log_inputs, self.run_id, datasets=[dataset_input(ds)])
         if self.options["system_metrics"]:
             try:
                 self._start_system_metrics()
             except Exception as exc:  # noqa: BLE001 - an extra: the run goes on without it
                 warn(f"MLflow system metrics could not start ({type(exc).__name__}: {exc}); "
                      "the run is logged without them", exc)
-
-    def _dataset(self, X, y, source):
-        """The training data as an MLflow dataset (named by where it came from, with its
-        digest); kept as ``self.dataset`` (name, digest) for the model's metrics."""
-        import warnings
-
-        import mlflow.data
-
-        name = {"folder": "mnist", "cache": "mnist", "download": "mnist", "sample": "mnist-sample",
-                "csv": "mnist-csv", "images": "images"}.get(source["kind"], "arrays")
-        if source.get("rows") == "subset":
-            name += "-subset"
-        path = source.get("path") if source["kind"] in ("folder", "cache", "download", "csv",
-                                                        "images") else None
-        subset = source.get("subset", "train" if source["kind"] != "images" else
-                            Path(source.get("path", "folder")).name)
-        with warnings.catch_warnings():
-            # MLflow registers LocalArtifactDatasetSource twice (schemes "" and "file"), so every
-            # local path "can be interpreted in multiple ways", both of them the same class.
-            warnings.filterwarnings("ignore", message="The specified dataset source can be "
-                                    "interpreted in multiple ways")
-            ds = mlflow.data.from_numpy(np.asarray(X), targets=np.asarray(y),
-                                        name=f"{name}-{subset}", source=path)
-        self.dataset_name = ds.name
-        self.dataset = (ds.name, ds.digest)
-        return ds
 
     def _start_system_metrics(self):
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
@@ -311,7 +280,7 @@ class FitRun:
             self.record["input_example"] = {"dtype": str(ex.dtype), "data": ex.tolist()}
         self.record["error"] = problem
         try:
-            path = artifacts.save_fallback(model, self.record, self.options["fallback_dir"])
+            path = outbox.save_fallback(model, self.record, self.options["fallback_dir"])
         except Exception as save_exc:  # noqa: BLE001 - e.g. the same full disk
             warn(f"{problem}; saving the model locally failed too ({type(save_exc).__name__}: "
                  f"{save_exc}): the fitted model exists only in memory, in this estimator", exc)
@@ -331,8 +300,8 @@ def _upload_kept(uri, folder):
     if (uri, folder) in _uploads_tried:
         return
     _uploads_tried.add((uri, folder))
-    if any(rec.get("tracking_uri") == uri for _, rec in artifacts.pending(folder)):
-        artifacts.upload(folder, only_uri=uri)
+    if any(rec.get("tracking_uri") == uri for _, rec in outbox.pending(folder)):
+        outbox.upload(folder, only_uri=uri)
 
 
 def end_pending():

@@ -28,6 +28,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .. import _compat
+from .console import say
 from .context import DEFAULT_EXPERIMENT, TrackingError
 
 HTTP_TIMEOUT_S = 5          # per request to a tracking server, during a fit
@@ -45,9 +47,8 @@ def resolve_uri():
     (``MLFLOW_TRACKING_URI`` or ``mlflow.set_tracking_uri``), whose artifact root their store
     decides (None), else ``./mlruns/mlflow.db`` with artifacts in ``./mlruns/artifacts``."""
     import mlflow
-    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
 
-    if os.environ.get("MLFLOW_TRACKING_URI") or is_tracking_uri_set():
+    if os.environ.get("MLFLOW_TRACKING_URI") or _compat.tracking_uri_is_set():
         return mlflow.get_tracking_uri(), None
     root = Path("mlruns").resolve()
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -120,12 +121,7 @@ def _after_fork_in_child():
     # MLflow's pooled SQLite connections, which must not be shared across processes
     # (SQLAlchemy's "using connection pools with multiprocessing"): the child drops them
     # without closing the parent's, and opens its own.
-    try:
-        from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as Registry
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as Tracking
-    except ImportError:
-        return
-    for engine in list(Tracking._engine_map.values()) + list(Registry._engine_map.values()):
+    for engine in _compat.sql_engines():
         engine.dispose(close=False)
 
 
@@ -158,8 +154,7 @@ def _open_sqlite(uri, path):
             try:
                 # Both stores create their tables on first use: the tracking store now, the
                 # model registry store here, each under the lock.
-                client._tracking_client.store
-                client._get_registry_client().store
+                _compat.sql_stores(client)
             except Exception as exc:
                 raise TrackingError(f"cannot open the MLflow store {path}: "
                                     f"{type(exc).__name__}: {exc}") from exc
@@ -189,7 +184,7 @@ def _relax_sync(client):
     ``busy_timeout`` and ``foreign_keys`` on its sessions; it has no setting for this."""
     from sqlalchemy import event
 
-    for engine in {client._tracking_client.store.engine, client._get_registry_client().store.engine}:
+    for engine in {store.engine for store in _compat.sql_stores(client)}:
         event.listen(engine, "connect",
                      lambda con, record: con.execute("PRAGMA synchronous=NORMAL"))
         engine.dispose()  # pooled connections made before the listener: reopened with it
@@ -275,12 +270,33 @@ def experiment_id(client, name, artifact_root=None):
         return exp.experiment_id
 
 
+def run_tags(name=None, parent_run_id=None, tags=None):
+    """The tags a new run starts with: MLflow's context tags (user, source, git commit), this
+    process's (for reaping it if the process dies), its name and parent, then ``tags``."""
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+    out = dict(process_tags())
+    if name:
+        out[MLFLOW_RUN_NAME] = name
+    if parent_run_id:
+        out[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    out.update(tags or {})
+    return resolve_tags(out)
+
+
+def create_run(client, experiment_id, tags, start_time=None):
+    """Create a run (the package's one place that does): ``tags`` from ``run_tags``, or a
+    kept run's own (the outbox). Returns the ``Run``."""
+    return call(client.create_run, experiment_id, start_time=start_time, tags=tags)
+
+
 def default_experiment_name():
     import mlflow
 
     if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
         return os.environ["MLFLOW_EXPERIMENT_NAME"]
-    active = mlflow.tracking.fluent._active_experiment_id or os.environ.get("MLFLOW_EXPERIMENT_ID")
+    active = os.environ.get("MLFLOW_EXPERIMENT_ID")  # mlflow.set_experiment sets it too
     if active:
         return mlflow.MlflowClient().get_experiment(active).name
     return DEFAULT_EXPERIMENT
@@ -346,13 +362,13 @@ def reap(client, parent_run_id=None):
                 continue
             if _alive(pid, tags.get(START_TAG)):
                 continue
-            stamps = [m.timestamp for m in run.data._metric_objs] + [run.info.start_time or 0]
+            stamps = [m.timestamp for key in run.data.metrics
+                      for m in call(client.get_metric_history, run.info.run_id, key)]
+            stamps.append(run.info.start_time or 0)
             call(client.set_tag, run.info.run_id, "mnist_estimators.reaped",
                  f"process {pid} on {host} ended without finishing this run")
             call(client.set_terminated, run.info.run_id, "KILLED", end_time=max(stamps))
             reaped.append(run.info.run_id)
     if reaped:
-        from .report import say
-
         say(f"marked {len(reaped)} run(s) KILLED whose process had died: {', '.join(reaped)}")
     return reaped
