@@ -555,7 +555,8 @@ def build_parser():
                    "the default), or leave it out with a warning (skip)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("tune", help="Optuna study over a ready pipeline (see pipelines/)")
+    p = sub.add_parser("tune", help="Optuna study over a ready pipeline "
+                                    "(see mnist_estimators/pipelines/)")
     p.add_argument("--pipeline", choices=list(PIPELINES), required=True)
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--timeout", type=float, default=None, help="seconds")
@@ -614,7 +615,8 @@ def build_parser():
     p.add_argument("--tracking-uri", help="with upload: log there instead of each model's own store")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("experiment", help="the seeds' studies (pipelines/experiments): list, "
+    p = sub.add_parser("experiment", help="the seeds' studies "
+                       "(mnist_estimators/pipelines/experiments): list, "
                        "run (resumable, parallel, on Dask), report from the store")
     p.add_argument("action", choices=["list", "run", "report", "gradcheck"],
                    help="gradcheck: seed 002's check of backprop against central differences")

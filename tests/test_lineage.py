@@ -6,6 +6,10 @@ The expected values are literal: they are what the runs said before tracking lea
 context from public hooks (``tracking.scopes``) instead of the call stack, and must not move.
 """
 
+import os
+import subprocess
+import sys
+
 import mlflow
 import pytest
 from sklearn.ensemble import StackingClassifier, VotingClassifier
@@ -23,7 +27,8 @@ TINY = dict(max_epochs=1, batch_size=50, random_state=0)
 
 
 @pytest.fixture
-def client(tmp_path):
+def client(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the artifacts of a store given by URI go to ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     return mlflow.MlflowClient(uri)
@@ -148,3 +153,27 @@ def test_an_ensemble_searched(autologged, n_jobs):
     expected += [("VotingClassifier", name, "-", "-", "true", False) for name in member]
     assert grid.best_params_ in ({"weights": None}, {"weights": (2, 1)})
     assert lineage(autologged) == sorted(expected)
+
+
+def test_cross_validate_imported_before_the_package_still_tags_its_folds(tmp_path):
+    # a script that imports scikit-learn's function first holds the original, unwrapped one
+    script = tmp_path / "early.py"
+    script.write_text(
+        "from sklearn.model_selection import cross_val_predict, cross_validate\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn.preprocessing import StandardScaler\n"
+        "from mnist_estimators import SoftmaxRegressionClassifier, load_sample\n"
+        "X, y = load_sample()\n"
+        "X, y = X[::20], y[::20]  # 200 images of every class\n"
+        "est = make_pipeline(StandardScaler(), SoftmaxRegressionClassifier("
+        "max_epochs=1, batch_size=50, random_state=0))\n"
+        "cross_validate(est, X, y, cv=2, n_jobs=2)\n"
+        "cross_val_predict(est, X, y, cv=2)\n")
+    env = {**os.environ, "MNIST_ESTIMATORS_TRACKING": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert lineage(client) == [("-", "softmax · adam lr=0.001 · 1 ep · cv fold",
+                                "of cross_validate", "-", "-", False)] * 4

@@ -3,7 +3,8 @@ protocols. ``load(name_or_path)`` reads and checks one; ``Experiment.cells(proto
 expands it into cells (value x seed), each with a stable id, so that a finished cell is found
 again in the MLflow store and never run twice.
 
-The file format (``pipelines/experiments/*.toml`` are the seeds' studies; copy one to start)::
+The file format (``mnist_estimators/pipelines/experiments/*.toml`` are the seeds' studies; copy
+one to start)::
 
     name = "seed004-init"                 # unique; the CLI's NAME
     source = "004"                        # the seed write-up it reproduces ("ours" for our own)
@@ -68,7 +69,7 @@ class ExperimentError(ValueError):
 
 
 def folder():
-    """The packaged experiments: ``pipelines/experiments`` (``mnist_estimators.pipelines``)."""
+    """The packaged experiments: ``mnist_estimators/pipelines/experiments``."""
     from .. import pipelines
 
     return Path(pipelines.__file__).parent / "experiments"
@@ -256,9 +257,9 @@ class Experiment:
                                       f"the values {sorted(labels)}")
 
     def estimator_class(self):
-        import mnist_estimators
+        from .. import estimators
 
-        return getattr(mnist_estimators, ESTIMATORS[self.estimator])
+        return getattr(estimators, ESTIMATORS[self.estimator])
 
     def protocol(self, protocol):
         if protocol not in self.protocols:

@@ -230,6 +230,14 @@ def cross_validation(estimator, label):
     return _open(CrossValidationScope(estimator, label), estimator)
 
 
+def known(estimator):
+    """Does a scope open in this process already know ``estimator``'s estimators of ours?"""
+    ids = {id(net) for net in ours(estimator)}
+    with _lock:
+        return any(ids & scope.mine or ids & set(getattr(scope, "base", ()))
+                   for scope in _clone_scopes)
+
+
 def claim(source, twin):
     """What the innermost search, cross-validation or ensemble open in this process that made
     ``twin``, a clone of ``source``, says of it (a ``Claim``); None if none made it."""

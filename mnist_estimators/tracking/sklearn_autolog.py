@@ -17,21 +17,22 @@ Each wrapper only records, around the original call, and returns what it returns
 estimator with none of ours inside, it records nothing. ``uninstall()`` puts every original
 back. Nothing here reads the call stack (see the design page, docs/design.md).
 
-A name imported before mnist_estimators (``from sklearn.model_selection import
-cross_validate`` in a script, above ``import mnist_estimators``) keeps the original function:
-its folds would be tracked as fits of their own. ``install`` says so, once, naming the module.
+A function imported before mnist_estimators (``from sklearn.model_selection import
+cross_validate`` above ``import mnist_estimators`` in a script) is the original, unwrapped; its
+folds are still told they are folds by the ``clone`` that scikit-learn's validation module
+calls for each of them (wrapped in that module: ``_compat.validation_module``), only with the
+generic label ``of cross_validate``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 import time
 
 from .. import _compat, hooks
 from .callbacks import MlflowRunLogger, WeightSnapshots
-from .console import logger, warn
+from .console import logger
 from .context import is_enabled, resolve_options
 from .parents import capture_context, carrying, current_parent, parent_run
 from . import scopes
@@ -163,6 +164,21 @@ def _cv_function(original, label):
     return run
 
 
+def _validation_clone(original):
+    """``clone`` as the functions of scikit-learn's validation module call it: a clone of ours
+    made there, that no scope knows of, is a fold of ``cross_validate`` (or of a function like
+    it imported before this package, so not wrapped). ``clone(parameters, safe=False)``, a
+    search's candidate values, is left alone: the search's scope knows its folds."""
+    @functools.wraps(original)
+    def clone(estimator, *, safe=True):
+        if not safe or scopes.known(estimator):
+            return original(estimator, safe=safe)
+        with _scope(scopes.cross_validation, estimator, "of cross_validate"):
+            return original(estimator, safe=safe)
+
+    return clone
+
+
 def _in_fold(ensemble):
     """Is ``ensemble`` a search's or cross-validation's fold? Its members were cloned as one."""
     return any("fold" in (getattr(getattr(net, "tracking_context_", None), "position", None)
@@ -190,6 +206,7 @@ def _targets():
             owners.append((stacking, name))
         label = "of cross_val_predict" if name == "cross_val_predict" else "of cross_validate"
         targets.append((owners, functools.partial(_cv_function, label=label)))
+    targets.append(([(validation, "clone")], _validation_clone))
     return targets
 
 
@@ -204,7 +221,6 @@ def install():
             if getattr(owner, name) is original:
                 _originals[(owner, name)] = original
                 setattr(owner, name, wrapper)
-    _warn_about_early_imports()
 
 
 def uninstall():
@@ -218,28 +234,6 @@ def installed():
     """The wrapped names, as ``{"Pipeline.fit": original, ...}``."""
     return {f"{getattr(owner, '__name__', owner)}.{name}": original
             for (owner, name), original in _originals.items()}
-
-
-def _warn_about_early_imports():
-    """Say which modules hold a scikit-learn cross-validation function imported before this
-    package: those names are the originals, and the folds they run are not told they are
-    folds (each would log a model and figures)."""
-    originals = {id(fn): name for (owner, name), fn in _originals.items()
-                 if name in _CV_FUNCTIONS}
-    stale = set()
-    for module_name, module in list(sys.modules.items()):
-        if module is None or module_name.startswith(("sklearn", "mnist_estimators")):
-            continue
-        namespace = getattr(module, "__dict__", None)
-        if not isinstance(namespace, dict):
-            continue
-        for name in _CV_FUNCTIONS:
-            if id(namespace.get(name)) in originals:
-                stale.add((module_name, name))
-    for module_name, name in sorted(stale):
-        warn(f"{module_name} imported sklearn's {name} before mnist_estimators: the folds it "
-             "runs there are tracked as fits of their own (each logs a model). Import "
-             f"mnist_estimators first, or call sklearn.model_selection.{name}.")
 
 
 # --------------------------------------------------------------------------- autolog

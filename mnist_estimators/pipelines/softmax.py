@@ -4,7 +4,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from mnist_estimators import SoftmaxRegressionClassifier
+from mnist_estimators.estimators import SoftmaxRegressionClassifier
 from mnist_estimators.data import scale_pixels
 
 DEFAULTS = {

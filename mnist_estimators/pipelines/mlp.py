@@ -3,7 +3,7 @@
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from mnist_estimators import MLPClassifier
+from mnist_estimators.estimators import MLPClassifier
 from mnist_estimators.data import scale_pixels
 
 DEFAULTS = {

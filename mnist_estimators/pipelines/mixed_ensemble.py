@@ -14,7 +14,7 @@ Seed 0 on test: 99.19%, below its own CNN alone (99.71%), ECE 0.0338; 17.8 min o
 kinds with equal weights costs accuracy here: the README has the figures.
 """
 
-from mnist_estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier
+from mnist_estimators.estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier
 from mnist_estimators.pipelines import _voting, cnn_best, mlp_best, softmax_best
 
 MEMBERS = ("softmax", "mlp", "cnn")

@@ -18,7 +18,7 @@ On test over seeds 0, 1 and 2: 99.75% ± 0.01% (99.74, 99.74, 99.76; seed 0's me
 99.66-99.72%), ECE 0.0012, 65.8-70.3 min of fit per seed on 2 cores; the README has the table.
 """
 
-from mnist_estimators import CNNClassifier
+from mnist_estimators.estimators import CNNClassifier
 from mnist_estimators.pipelines import _voting, cnn_best
 
 MEMBERS = tuple(f"cnn{i}" for i in range(5))
