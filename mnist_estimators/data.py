@@ -485,6 +485,30 @@ def preprocess_image(image, *, name=None):
     return _centre_by_mass(_fit_box(ink)).reshape(-1)
 
 
+def image_dimensions(head):
+    """(width, height) of a PNG or JPEG image from its first bytes (its header), before
+    anything is decoded; None when ``head`` is neither or is cut before the size. Pillow's own
+    check (``DecompressionBombError``) runs inside ``Image.open`` and only above ~179 million
+    pixels; this lets a caller refuse a large image at any limit, with one answer."""
+    head = bytes(head)
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
+        return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if not head.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 9 <= len(head):  # JPEG segments: FF marker, 2-byte length, payload
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
+            return int.from_bytes(head[i + 7:i + 9], "big"), int.from_bytes(head[i + 5:i + 7], "big")
+        i += 2 + int.from_bytes(head[i + 2:i + 4], "big")
+    return None
+
+
 def _load_gray(image, name):
     """Any supported input -> ((h, w) float32 in [0, 1], dark or light ink as given; its name)."""
     from PIL import Image, ImageOps, UnidentifiedImageError

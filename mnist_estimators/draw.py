@@ -27,11 +27,12 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
-from .data import EmptyImageError, MNISTFormatError, preprocess_image
+from .data import EmptyImageError, MNISTFormatError, image_dimensions, preprocess_image
 from .persistence import atomic_write, load_model
 
 MAX_BODY = 1_000_000  # bytes: a 280x280 drawing is ~10 kB, a phone photo is not a drawing
 MAX_PIXELS = 4096 * 4096  # a small PNG can decode to gigabytes; refuse before decoding
+DRAIN_LIMIT = 16 * 1024 * 1024  # a too-large body up to this is read before the 413 is sent
 MLFLOW_SCHEMES = ("models:/", "runs:/")
 FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG"}
 PAGE = Path(__file__).with_name("static") / "draw.html"
@@ -241,17 +242,26 @@ def create_app(catalogue, labelled_dir):
                 body += chunk
                 if len(body) > MAX_BODY:
                     break
+        elif length <= DRAIN_LIMIT:
+            # Read (and drop) a body of moderate size before answering: a client that sends all
+            # of it before reading (urllib, requests) would otherwise get a broken pipe, not 413.
+            async for _ in request.stream():
+                pass
         if max(length, len(body)) > MAX_BODY:
             size = f"{length:,} bytes" if length > MAX_BODY else f"over {MAX_BODY:,} bytes"
             raise HTTPException(413, f"the image is too large ({size}); the limit is 1 MB "
                                 f"({MAX_BODY:,} bytes)")
         if not body:
             raise HTTPException(400, f"the request body is empty: send a {formats} image")
+        size = image_dimensions(body[:65536])  # from the header: before Pillow decodes anything
+        if size is not None and size[0] * size[1] > MAX_PIXELS:
+            raise HTTPException(413, f"the image is {size[0]}x{size[1]} pixels; at most "
+                                f"{MAX_PIXELS:,} pixels are read")
         try:
             image = Image.open(io.BytesIO(body))
             if image.format not in formats.split(" or "):
                 raise HTTPException(415, f"the body is a {image.format} image; send {formats}")
-            if image.width * image.height > MAX_PIXELS:
+            if image.width * image.height > MAX_PIXELS:  # a header this reader does not parse
                 raise HTTPException(413, f"the image is {image.width}x{image.height} pixels; "
                                     f"at most {MAX_PIXELS:,} pixels are read")
             image.load()

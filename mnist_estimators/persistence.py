@@ -62,6 +62,39 @@ def save_model(model, path):
     return Path(path)
 
 
+# What a file that is not a pickle most often is, by its first bytes.
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+          (b"GIF8", "a GIF image"), (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"),
+          (b"MM\x00*", "a TIFF image"), (b"RIFF", "a RIFF file (a WebP image?)"),
+          (b"%PDF", "a PDF document"), (b"SQLite format 3\x00", "an SQLite database"),
+          (b"\x1f\x8b", "a gzip file (an MNIST IDX .gz file?)"),
+          (b"PK\x03\x04", "a zip archive (a torch.save file or a state_dict? load it with "
+                           "torch.load)"),
+          (b"\x00\x00\x08\x03", "an IDX image file (MNIST's format: see read_idx)"),
+          (b"\x00\x00\x08\x01", "an IDX label file (MNIST's format: see read_idx)"))
+
+
+def _looks_like(raw):
+    """What ``raw`` is, when it is plainly not a pickle; None for anything else."""
+    if not raw:
+        return "an empty file"
+    for magic, kind in _MAGIC:
+        if raw.startswith(magic):
+            return kind
+    if raw[:1] == b"\x80":  # a pickle's protocol opcode
+        return None
+    head = raw[:512]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text.lstrip().startswith(("{", "[")):
+        return "a JSON or other text file"
+    if all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        return "a text file (a CSV?)"
+    return None
+
+
 def load_model(path):
     """Load a model saved by ``save_model``. Only load files you trust: this unpickles.
 
@@ -72,6 +105,9 @@ def load_model(path):
     if not path.is_file():
         raise FileNotFoundError(f"Model file {path} does not exist.")
     raw = path.read_bytes()
+    kind = _looks_like(raw)
+    if kind is not None:
+        raise ValueError(f"{path}: not a saved model: this is {kind}.")
     cut = raw.rfind(_TRAILER)
     if cut >= 0:
         data, digest = raw[:cut], raw[cut + len(_TRAILER):].decode("ascii", "replace").strip()

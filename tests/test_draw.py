@@ -129,6 +129,35 @@ def test_oversize_bodies_are_refused(server):
     conn.close()
 
 
+@pytest.mark.parametrize("side", [5000, 13000, 20000])
+def test_every_image_over_the_pixel_cap_gets_the_same_answer_from_its_header(server, side):
+    # A few hundred bytes each (the pixels compress to nothing), decoding to gigabytes: refused
+    # from the header alone, the same way, whether or not Pillow would call it a bomb.
+    import zlib
+
+    def chunk(kind, data):
+        return (len(data).to_bytes(4, "big") + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, "big"))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", side.to_bytes(4, "big") * 2 + b"\x08\x00\x00\x00\x00")
+           + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    status, answer = call(server[0], "/api/predict", png)
+    assert status == 413, answer
+    assert answer["detail"] == f"the image is {side}x{side} pixels; at most 16,777,216 pixels are read"
+
+
+def test_image_dimensions_reads_png_and_jpeg_headers(tmp_path):
+    from PIL import Image
+
+    from mnist_estimators.data import image_dimensions
+
+    for fmt in ("PNG", "JPEG"):
+        path = tmp_path / f"x.{fmt.lower()}"
+        Image.new("L", (37, 21)).save(path, format=fmt)
+        assert image_dimensions(path.read_bytes()[:4096]) == (37, 21)
+    assert image_dimensions(b"GIF89a...") is None and image_dimensions(b"\x89PNG") is None
+
+
 def test_answers_come_without_a_nagle_stall(server):
     # A listening socket made with proto 0 leaves asyncio's TCP_NODELAY off: every answer (headers,
     # then body) then waited for the client's delayed ACK, >= 40 ms each on Linux.

@@ -49,3 +49,25 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("boom")
     assert target.read_text().startswith('{\n  "accuracy": 0.99')
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+@pytest.mark.parametrize("content, kind", [
+    (None, "a PNG image"),
+    (b"\xff\xd8\xff\xe0" + bytes(100), "a JPEG image"),
+    (b"", "an empty file"),
+    (b"pixel0,pixel1\n0,255\n", "a text file"),
+    (b'{"accuracy": 0.99}', "a JSON or other text file"),
+    (b"PK\x03\x04" + bytes(100), "a zip archive"),
+    (b"\x00\x00\x08\x03" + bytes(100), "an IDX image file"),
+])
+def test_a_file_that_is_not_a_model_is_named_for_what_it_is(tmp_path, content, kind):
+    from PIL import Image
+
+    path = tmp_path / "model.pkl"  # a file renamed .pkl
+    if content is None:
+        Image.new("L", (28, 28)).save(path, format="PNG")
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"model\.pkl: not a saved model: this is {kind}") as err:
+        load_model(path)
+    assert "\n" not in str(err.value) and "persistent id" not in str(err.value)
