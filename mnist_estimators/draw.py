@@ -2,7 +2,7 @@
 corrected drawings as labelled PNGs.
 
     mnist-estimators draw [--model REF ...] [--host 127.0.0.1] [--port 8000]
-                          [--labelled-dir drawings/]
+                          [--labelled-dir drawings/] [--allow-remote]
 
 REF is a model file saved by ``save_model`` or an MLflow URI (``models:/NAME@ALIAS``,
 ``models:/NAME/VERSION``, ``models:/m-...``, ``runs:/RUN_ID/PATH``). The page also offers the
@@ -15,6 +15,11 @@ The JSON API (documented at ``/docs``, schema at ``/openapi.json``):
   probabilities, and the 28x28 frame the models saw;
 - ``POST /api/label/{digit}``: a PNG as the raw body, saved as ``<labelled-dir>/<digit>/*.png``;
 - ``GET /api/models``, ``GET /api/counts`` (drawings kept per digit).
+
+It listens on 127.0.0.1 unless told otherwise. Any other address (``--host 0.0.0.0``: every
+interface) needs ``--allow-remote``, and then the one endpoint that writes (``/api/label``) needs
+the token printed at start, sent as the ``X-Draw-Token`` header; the page takes it from its own
+address (``/?token=...``), the link the command prints.
 """
 
 import io
@@ -22,6 +27,7 @@ import logging
 import re
 import secrets
 import socket
+import sys
 import threading
 import warnings
 from datetime import datetime
@@ -194,8 +200,9 @@ def save_drawing(folder, digit, png):
 # --------------------------------------------------------------------------- the app
 
 
-def create_app(catalogue, labelled_dir):
-    """The FastAPI app: the page at ``/``, the JSON API under ``/api``."""
+def create_app(catalogue, labelled_dir, write_token=None):
+    """The FastAPI app: the page at ``/``, the JSON API under ``/api``. With ``write_token``,
+    ``/api/label`` answers 401 without an ``X-Draw-Token`` header and 403 with a wrong one."""
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi import Path as PathParam
     from fastapi.responses import HTMLResponse
@@ -314,6 +321,13 @@ def create_app(catalogue, labelled_dir):
             description="the digit the drawing shows, 0-9")):
         """Keep a PNG drawing as an example of ``digit`` in the labelled folder; returns its
         path (relative to the folder) and the new counts."""
+        if write_token is not None:
+            sent = request.headers.get("x-draw-token")
+            if sent is None:
+                raise HTTPException(401, "saving drawings on this server needs its token: open "
+                                    "the page with the link the draw command printed")
+            if not secrets.compare_digest(sent.encode(), write_token.encode()):
+                raise HTTPException(403, "the X-Draw-Token header is not this server's token")
         if not re.fullmatch("[0-9]", digit):
             raise HTTPException(422, f"the label must be one digit 0-9; got {digit!r}")
         png, image = await read_image(request, ["image/png"])
@@ -346,7 +360,11 @@ def add_parser(subparsers):
                    help="a saved model file or an MLflow URI (models:/NAME@ALIAS, "
                    "models:/NAME/VERSION, runs:/RUN_ID/PATH), repeatable; the page also offers "
                    "the registered models of the MLflow store")
-    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only); "
+                   "any other address needs --allow-remote")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="listen on a --host other machines can reach: anyone who reaches it can "
+                   "predict with the models; saving drawings then needs the token printed at start")
     p.add_argument("--port", type=int, default=8000, help="default: 8000; 0 picks a free port")
     p.add_argument("--labelled-dir", default="drawings", help="where 'that was a N' keeps "
                    "drawings, as DIR/N/*.png (default: drawings)")
@@ -354,16 +372,39 @@ def add_parser(subparsers):
     return p
 
 
+def _is_loopback(host):
+    """Is ``host`` an address (or name) of this machine only?"""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: whatever it resolves to
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback
+                       for info in socket.getaddrinfo(host, None))
+        except (OSError, ValueError):
+            return False
+
+
 def cmd_draw(args):
     """Load the models, bind the port (errors before anything is served), then serve."""
     import torch
     import uvicorn
 
+    remote = not _is_loopback(args.host)
+    if remote and not args.allow_remote:
+        raise ValueError(f"--host {args.host} listens where other machines can reach the page: "
+                         "anyone on the network could predict with the models and write "
+                         f"drawings into {Path(args.labelled_dir).resolve()}. Add --allow-remote "
+                         "to do so (saving then needs a token), or use --host 127.0.0.1")
     catalogue = Catalogue(args.model)
     if not catalogue.refs:
         raise ValueError("no model to draw with: name one with --model FILE or --model "
                          "models:/NAME@ALIAS, or register one in the MLflow store")
-    app = create_app(catalogue, args.labelled_dir)
+    token = secrets.token_urlsafe(16) if remote else None
+    app = create_app(catalogue, args.labelled_dir, write_token=token)
     # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets that say so, and
     # without it every answer waits ~40 ms (Nagle's algorithm meets the client's delayed ACK)
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET,
@@ -380,6 +421,12 @@ def cmd_draw(args):
     print(f"draw page: http://{host}:{port}/  (models: {', '.join(catalogue.defaults)}; "
           f"{len(catalogue.refs)} offered; drawings kept in {Path(args.labelled_dir).resolve()}; "
           "Ctrl-C stops it)", flush=True)
+    if token is not None:
+        print(f"WARNING: listening on {args.host}:{port}, reachable from other machines, with no "
+              "encryption: anyone who reaches it can use the page, the predictions API and its "
+              "/docs. Saving drawings needs the token: open the page as "
+              f"http://{host}:{port}/?token={token} (the token is sent as the X-Draw-Token "
+              "header; keep it to those who may write drawings).", file=sys.stderr, flush=True)
     # One image per request: torch's intra-op threads would sync more than they compute, and on
     # a busy machine they spin against each other (2 busy CPUs: CNN p95 130 ms with 2, 16 with 1).
     torch.set_num_threads(1)

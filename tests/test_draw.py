@@ -407,3 +407,62 @@ def test_page_is_served_whole_and_offline(server):
         page = resp.read().decode()
     assert "<canvas" in page and "pointerdown" in page and "that was a" in page
     assert "http://" not in page and "https://" not in page  # no CDN: the machine may be offline
+
+
+# --------------------------------------------------------------------------- on a network
+
+
+def test_the_page_listens_on_this_machine_only_by_default():
+    from mnist_estimators.cli import build_parser
+
+    args = build_parser().parse_args(["draw", "--model", "m.pkl"])
+    assert args.host == "127.0.0.1" and args.allow_remote is False
+    assert draw._is_loopback("127.0.0.1") and draw._is_loopback("::1")
+    assert draw._is_loopback("localhost") and not draw._is_loopback("0.0.0.0")
+
+
+def test_another_host_is_refused_without_allow_remote(models, capsys):
+    from mnist_estimators.cli import main
+
+    assert main(["draw", "--model", str(models[0]), "--host", "0.0.0.0", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--host 0.0.0.0 listens where other machines can reach the page" in err
+    assert "--allow-remote" in err and err.count("\n") == 1
+
+
+def test_a_remote_page_writes_only_with_the_token_it_printed(models, tmp_path):
+    env = {**os.environ, "MNIST_ESTIMATORS_TRACKING": "0"}
+    proc = subprocess.Popen(
+        [*COMMAND, "draw", "--model", str(models[0]), "--host", "0.0.0.0", "--allow-remote",
+         "--port", "0", "--labelled-dir", str(tmp_path / "kept")],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("draw page: http://0.0.0.0:"), first + proc.stderr.read()
+        warning = proc.stderr.readline()
+        assert warning.startswith("WARNING: listening on 0.0.0.0:") and "no encryption" in warning
+        port = first.split()[2].rstrip("/").rsplit(":", 1)[1]
+        token = warning.split("?token=")[1].split()[0]
+        url = f"http://127.0.0.1:{port}"
+        seven = drawing()
+
+        def label(headers):
+            request = urllib.request.Request(url + "/api/label/3", data=seven, headers={
+                "Content-Type": "image/png", **headers})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as resp:
+                    return resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        status, answer = label({})
+        assert status == 401 and "needs its token" in answer["detail"]
+        status, answer = label({"X-Draw-Token": token + "x"})
+        assert status == 403 and "not this server's token" in answer["detail"]
+        assert not (tmp_path / "kept").exists()  # nothing written by either
+        status, answer = label({"X-Draw-Token": token})
+        assert status == 200 and answer["counts"]["3"] == 1
+        assert call(url, "/api/predict", seven)[0] == 200  # predicting needs no token
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
