@@ -16,48 +16,28 @@ import numbers
 
 import numpy as np
 import torch
-from skorch import NeuralNetClassifier
-from skorch.callbacks import (
-    Callback,
-    Checkpoint,
-    EpochScoring,
-    EpochTimer,
-    LRScheduler,
-    PassthroughScoring,
-)
-from skorch.dataset import Dataset, get_len
-from skorch.history import History
-from skorch.utils import is_dataset
 from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_X_y
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
+from skorch.dataset import Dataset, get_len
+from skorch.history import History
+from skorch.utils import is_dataset
 from torch import nn
 
 from . import hooks
 from .modules import CNN, MLP, SoftmaxRegression
 from .persistence import load_model, save_model  # noqa: F401 - public here too
 from .signals import StopTraining, fit_running, raise_if_interrupt_requested
-from .training import (
-    AUGMENT_PARAMS,
-    Augment,
-    AugmentedBatches,
-    BatchNormRecompute,
-    DivergenceGuard,
-    EarlyStoppingCallback,
-    EpochTable,
-    OneCycleLRScheduler,
-    PlateauStopping,
-    RecordLR,
-    TensorBatchIterator,
-    WeightAveraging,
-    init_weights,
-    resolve_optimizer,
-    shifted_views,
-    use_fused_kernel,
-    valid_accuracy,
-)
+from .training.augment import AUGMENT_PARAMS, Augment, shifted_views
+from .training.batches import AugmentedBatches, TensorBatchIterator
+from .training.defaults import default_callbacks, has_validation
+from .training.init import init_weights
+from .training.optim import resolve_optimizer, use_fused_kernel
+from .training.schedules import LR_SCHEDULES
+from .training.schedules import n_train_samples as _n_train_samples  # noqa: F401 - old pickles
 
-LR_SCHEDULES = ("step", "exponential", "cosine", "onecycle", "plateau")
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -257,7 +237,7 @@ class _MNISTClassifier(NeuralNetClassifier):
         return twin
 
     def _has_validation(self):
-        return self.train_split is not None or _flag(self.validation_fraction)
+        return has_validation(self)
 
     def n_valid_samples(self, n):
         """Number of the ``n`` fit samples held out for validation."""
@@ -507,54 +487,8 @@ class _MNISTClassifier(NeuralNetClassifier):
 
     @property
     def _default_callbacks(self):
-        callbacks = [
-            ("epoch_timer", EpochTimer()),
-            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
-        ]
-        if self._has_validation():
-            callbacks += [
-                ("valid_loss", PassthroughScoring(name="valid_loss")),
-                ("valid_acc", EpochScoring(valid_accuracy, name="valid_acc",
-                                           lower_is_better=False)),
-            ]
-        callbacks += [("divergence_guard", DivergenceGuard()), ("record_lr", RecordLR())]
-        # get_params(deep=True) builds these from any parameter values, invalid ones included
-        # (fit validates them first): hence the tolerant tests below.
-        if isinstance(self.lr_schedule, str):
-            callbacks.append(("lr_scheduler", self._make_lr_scheduler()))
-        if _flag(self.early_stopping):
-            callbacks.append(("early_stopping", EarlyStoppingCallback(
-                monitor="valid_loss", patience=self.patience, load_best=True)))
-        if self.plateau_tol is not None:
-            callbacks.append(("plateau_stopping", PlateauStopping(tol=self.plateau_tol)))
-        # Before tracking: the run logs the model these leave, and their final validation scores.
-        if self.weight_averaging in ("ema", "swa"):
-            callbacks.append(("weight_averaging", WeightAveraging(
-                self.weight_averaging, decay=self.averaging_decay, start=self.averaging_start)))
-        if self.recompute_bn is True:
-            callbacks.append(("batchnorm_recompute", BatchNormRecompute()))
-        if self.checkpoint_dir is not None:
-            callbacks.append(("checkpoint", Checkpoint(
-                monitor=None, dirname=str(self.checkpoint_dir),
-                f_params="params_epoch{last_epoch[epoch]}.pt", f_optimizer=None,
-                f_criterion=None, f_history="history.json", load_best=False)))
-        callbacks += hooks.fit_callbacks(self)  # tracking's MLflow run, when it is on
-        callbacks.append(("print_log", EpochTable()))
-        return callbacks
-
-    def _make_lr_scheduler(self):
-        sched = torch.optim.lr_scheduler
-        epochs = self.max_epochs if isinstance(self.max_epochs, numbers.Integral) else 10
-        if self.lr_schedule == "step":
-            return LRScheduler(sched.StepLR, step_size=max(1, epochs // 3), gamma=0.1)
-        if self.lr_schedule == "exponential":
-            return LRScheduler(sched.ExponentialLR, gamma=0.9)
-        if self.lr_schedule == "cosine":
-            return LRScheduler(sched.CosineAnnealingLR, T_max=epochs)
-        if self.lr_schedule == "onecycle":
-            return OneCycleLRScheduler(n_train=_n_train_samples, max_lr=self.lr, epochs=epochs)
-        monitor = "valid_loss" if self._has_validation() else "train_loss"
-        return LRScheduler(sched.ReduceLROnPlateau, monitor=monitor, patience=2, factor=0.1)
+        # training/defaults.py builds them; tracking's run (when on) goes before the epoch table
+        return default_callbacks(self, extra=hooks.fit_callbacks(self))
 
     def get_split_datasets(self, X, y=None, **fit_params):
         if self.train_split is not None:
@@ -663,15 +597,6 @@ class _MNISTClassifier(NeuralNetClassifier):
         tags.input_tags.allow_nan = False
         tags.non_deterministic = self.random_state is None
         return tags
-
-
-def _flag(value):
-    """Truthiness that tolerates any value: None, False and 0 are off, everything else on."""
-    return not (value is None or value is False or (isinstance(value, numbers.Real) and value == 0))
-
-
-def _n_train_samples(net, X):
-    return len(X) - net.n_valid_samples(len(X))
 
 
 _COMMON_DOC = """
