@@ -20,9 +20,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_X_y
 from skorch import NeuralNetClassifier
-from skorch.callbacks import Callback
-from skorch.dataset import Dataset, get_len
-from skorch.history import History
+from skorch.dataset import Dataset
 from skorch.utils import is_dataset
 from torch import nn
 
@@ -37,6 +35,7 @@ from .training.init import init_weights
 from .training.optim import resolve_optimizer, use_fused_kernel
 from .training.schedules import LR_SCHEDULES
 from .training.schedules import n_train_samples as _n_train_samples  # noqa: F401 - old pickles
+from .training.speedups import SkorchLoopSpeedups
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -54,7 +53,7 @@ def _param_error(est, name, expected, got):
     )
 
 
-class _MNISTClassifier(NeuralNetClassifier):
+class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
     """Shared machinery of the three estimators. Not public: use the subclasses."""
 
     _mnist_estimator = True  # how tracking's sklearn glue knows ours without importing us
@@ -332,63 +331,20 @@ class _MNISTClassifier(NeuralNetClassifier):
 
     # ------------------------------------------------------------------ callbacks
     def notify(self, method_name, **cb_kwargs):
-        # skorch calls every callback for every event, three events per batch; most callbacks
-        # inherit the no-op. Calling only those that override the event cuts ~2/3 of that cost
-        # (softmax: ~10 ms of a 150 ms epoch). The list is rebuilt whenever callbacks_ changes.
-        getattr(self, method_name)(self, **cb_kwargs)
-        for cb in self._callbacks_for(method_name):
-            getattr(cb, method_name)(self, **cb_kwargs)
+        super().notify(method_name, **cb_kwargs)
         if method_name == "on_batch_end":
             raise_if_interrupt_requested()  # SIGTERM in the CLI: stop here, cleanly
 
     def on_train_error(self, net, error=None, **kwargs):
         """Called when a fit raises, before the error propagates (skorch has no such event)."""
 
-    def _callbacks_for(self, method_name):
-        callbacks = self.callbacks_
-        cache = self.__dict__.get("notify_cache_")
-        if cache is None or cache[0] is not callbacks:
-            cache = (callbacks, {})
-            self.__dict__["notify_cache_"] = cache
-        by_event = cache[1]
-        if method_name not in by_event:
-            # An event skorch does not have (``on_train_error``) reaches the callbacks that
-            # define it.
-            base = getattr(Callback, method_name, None)
-            by_event[method_name] = [
-                cb for _, cb in callbacks
-                if getattr(type(cb), method_name, None) not in (None, base)]
-        return by_event[method_name]
-
-    def _set_training(self, training=True):
-        # skorch calls this before every batch, and nn.Module.train() walks the whole module
-        # tree each time (13 us for the MLP, 26 us for the CNN: ~2% of an MLP epoch). The mode
-        # only changes between training, validation and prediction, so the walk is done only
-        # when the top module's mode is not already the one asked for.
-        for name in self._modules + self._criteria:
-            module = getattr(self, name + "_")
-            if isinstance(module, nn.Module) and module.training != bool(training):
-                module.train(training)
-
-    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-        # skorch's loop, recording the same history. skorch looks the current batch up in the
-        # history twice per batch (``record_batch``) and finds the batch size with
-        # ``skorch.dataset.get_len``, which flattens the whole batch; one lookup does, and
-        # ``len`` for a tensor. Any other history (skorch's DistributedHistory) takes skorch's
-        # own loop.
-        if iterator is None or type(self.history).record_batch is not History.record_batch:
-            return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
-        batch_count = 0
-        for batch in iterator:
-            self.notify("on_batch_begin", batch=batch, training=training)
-            step = step_fn(batch, **fit_params)
-            row = self.history[-1]["batches"][-1]
-            row[prefix + "_loss"] = step["loss"].item()
-            Xi = batch[0] if isinstance(batch, (tuple, list)) else batch
-            row[prefix + "_batch_size"] = len(Xi) if torch.is_tensor(Xi) else get_len(Xi)
-            self.notify("on_batch_end", batch=batch, training=training, **step)
-            batch_count += 1
-        self.history.record(prefix + "_batch_count", batch_count)
+    def _notify_train_error(self, error):
+        # skorch has no event for a failed fit: the net and the callbacks that define one hear
+        # it (the MLflow run ends FAILED or KILLED there).
+        self.on_train_error(self, error=error)
+        for _, cb in self.callbacks_:
+            if getattr(type(cb), "on_train_error", None) is not None:
+                cb.on_train_error(self, error=error)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y, **fit_params):
@@ -443,7 +399,7 @@ class _MNISTClassifier(NeuralNetClassifier):
                     pass
                 self.notify("on_train_end", X=Xt, y=yt)
             except BaseException as exc:
-                self.notify("on_train_error", error=exc)
+                self._notify_train_error(exc)
                 raise
             finally:
                 del self.augment_  # holds a torch.Generator; only training uses it
