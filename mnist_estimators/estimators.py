@@ -17,14 +17,13 @@ import numbers
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_X_y
 from skorch import NeuralNetClassifier
 from skorch.dataset import Dataset
 from skorch.utils import is_dataset
 from torch import nn
 
 from . import hooks
+from .inputs import InputAdapter
 from .modules import CNN, MLP, SoftmaxRegression
 from .persistence import load_model, save_model  # noqa: F401 - public here too
 from .signals import StopTraining, fit_running, raise_if_interrupt_requested
@@ -244,77 +243,29 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
             return 0
         return math.ceil(self.validation_fraction * n)
 
-    # ------------------------------------------------------------------ input checks
+    # ------------------------------------------------------------------ inputs
+    # inputs.py validates and converts; what fit learns from the data is kept here.
+    def _inputs(self):
+        return InputAdapter(type(self).__name__, self.pixel_scaling)
+
     def _check_X(self, X, reset):
         """Validate X and return a float32 tensor ``(n, n_features)`` scaled by ``input_scale_``."""
-        if torch.is_tensor(X):
-            X = X.detach().cpu().numpy()
-        X = check_array(X, dtype="numeric", allow_nd=True, ensure_all_finite=True, input_name="X")
-        X = self._flatten(X)
         if reset:
-            self.n_features_in_ = X.shape[1]
-            self.input_scale_ = self._pixel_scale(X)
-        elif X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        # Integer pixels are 0-255 whatever was fitted on; floats take the factor learned in fit.
-        scale = 1.0 / 255.0 if (X.dtype.kind in "ui" and self.pixel_scaling is not False) \
-            else self.input_scale_
-        arr = np.ascontiguousarray(X, dtype=np.float32)
-        if np.may_share_memory(arr, X):
-            # No copy was made: scaling in place would rewrite the caller's array (or crash on a
-            # read-only memmap, as joblib hands to its workers), so scale into a new one.
-            arr = arr * np.float32(scale) if scale != 1.0 else \
-                (arr if arr.flags.writeable else arr.copy())
-        elif scale != 1.0:
-            arr *= np.float32(scale)
-        return torch.from_numpy(arr)
-
-    def _flatten(self, X):
-        # (n, 784), (n, 28, 28) and (n, 1, 28, 28) are all accepted; the module sees (n, 784).
-        if X.ndim == 4 and X.shape[1] != 1:
-            raise ValueError(f"Expected single-channel images (n, 1, H, W); got X with shape {X.shape}.")
-        if X.ndim > 4:
-            raise ValueError(f"Expected X of shape (n, 784), (n, 28, 28) or (n, 1, 28, 28); got {X.shape}.")
-        return X.reshape(len(X), -1)
-
-    def _pixel_scale(self, X):
-        if self.pixel_scaling is False:
-            return 1.0
-        if self.pixel_scaling is True or X.dtype.kind in "ui":
-            return 1.0 / 255.0
-        # Floats: 0-255 pixel values get scaled; [0, 1] pixels and standardized features do not.
-        if X.dtype.kind == "f" and X.min() >= 0 and 1.0 < X.max() <= 255.0:
-            return 1.0 / 255.0
-        return 1.0
+            Xt, self.n_features_in_, self.input_scale_ = self._inputs().fit_X(X)
+            return Xt
+        return self._inputs().transform_X(X, self.n_features_in_, self.input_scale_)
 
     def _check_Xy(self, X, y, reset, classes=None):
-        X_checked, y = check_X_y(X, y, dtype=None, allow_nd=True, ensure_all_finite=True,
-                                 ensure_min_samples=1)
-        check_classification_targets(y)
-        Xt = self._check_X(X_checked, reset=reset)
+        inputs = self._inputs()
+        X, y = inputs.check_Xy(X, y)
+        Xt = self._check_X(X, reset=reset)
         if reset:
-            labels = classes if classes is not None else self.classes
-            self.classes_inferred_ = np.unique(y) if labels is None else np.asarray(labels)
-            if len(self.classes_inferred_) < 2:
-                raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes; got "
-                                 f"1 class ({self.classes_inferred_[0]!r}) in {len(y)} samples.")
-        yt = torch.from_numpy(self._encode(y))
-        return Xt, yt
+            self.classes_inferred_ = inputs.fit_classes(
+                y, classes if classes is not None else self.classes)
+        return Xt, torch.from_numpy(inputs.encode(y, self.classes_))
 
     def _encode(self, y):
-        classes = self.classes_
-        sorter = np.argsort(classes)
-        pos = np.searchsorted(classes, y, sorter=sorter)
-        pos = np.clip(pos, 0, len(classes) - 1)
-        idx = sorter[pos]
-        unknown = classes[idx] != y
-        if unknown.any():
-            raise ValueError(f"y contains labels not seen in fit or given as classes: "
-                             f"{np.unique(y[unknown])[:10].tolist()} (known: {classes.tolist()}).")
-        return idx.astype(np.int64)
+        return self._inputs().encode(y, self.classes_)
 
     @property
     def classes_(self):
