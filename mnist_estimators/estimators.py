@@ -12,7 +12,8 @@ skorch's own defaults are fixed here (see docs/design.md and the README's table)
 from __future__ import annotations
 
 import math
-import numbers
+from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -22,9 +23,10 @@ from skorch.dataset import Dataset
 from skorch.utils import is_dataset
 from torch import nn
 
-from . import hooks
+from . import hooks, params
 from .inputs import InputAdapter
 from .modules import CNN, MLP, SoftmaxRegression
+from .params import Hidden, InstanceOf, Interval, Options, StartsWith
 from .persistence import load_model, save_model  # noqa: F401 - public here too
 from .signals import StopTraining, fit_running, raise_if_interrupt_requested
 from .training.augment import AUGMENT_PARAMS, Augment, shifted_views
@@ -44,12 +46,6 @@ def resolve_device(device):
     if isinstance(device, str) and device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
-
-
-def _param_error(est, name, expected, got):
-    return ValueError(
-        f"The '{name}' parameter of {type(est).__name__} must be {expected}. Got {got!r} instead."
-    )
 
 
 class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
@@ -173,49 +169,41 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
             self.__dict__["device"] = requested
 
     # ------------------------------------------------------------------ validation
-    def _validate_hyperparams(self):
-        def check(name, ok, expected):
-            if not ok:
-                raise _param_error(self, name, expected, getattr(self, name))
+    # What each parameter accepts, checked by params.validate at fit and partial_fit (never in
+    # __init__ or set_params); params.describe_all(cls) renders it as text for the docs.
+    _parameter_constraints: ClassVar[dict] = {
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "l1": [Interval(Real, 0, None, closed="left")],
+        "validation_fraction": [None, Interval(Real, 0, 1, closed="left")],
+        "lr_schedule": [None, Options(LR_SCHEDULES)],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "plateau_tol": [None, Interval(Real, 0, None, closed="neither")],
+        "pixel_scaling": ["auto", True, False],
+        "precision": [Options(PRECISIONS)],
+        "weight_averaging": [None, "ema", "swa"],
+        "averaging_decay": [Interval(Real, 0, 1, closed="neither")],
+        "averaging_start": [Interval(Real, 0, 1, closed="left")],
+        "recompute_bn": [InstanceOf((bool, np.bool_))],
+        "tta": [InstanceOf((bool, np.bool_))],
+        "tracking": [InstanceOf(bool)],  # tracking's hooks test ``is True``: no numpy bools
+        "tracking_options": [None, InstanceOf(dict)],
+        # None: skorch's "leave the module where it is"; "auto" is read resolved (the property)
+        "device": [Hidden(None), "cpu", StartsWith("cuda", "'cuda', 'cuda:N'"), "auto"],
+        # skorch's: it adds these to the default callbacks at initialize (an empty tuple too)
+        "callbacks": [None, "disable", InstanceOf(list, "a list of callbacks"), Hidden(())],
+    }
 
-        real = (numbers.Real,)
-        check("lr", isinstance(self.lr, real) and self.lr > 0, "a float > 0")
-        check("batch_size", isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1,
-              "an int >= 1")
-        check("max_epochs", isinstance(self.max_epochs, numbers.Integral) and self.max_epochs >= 1,
-              "an int >= 1")
-        check("weight_decay", isinstance(self.weight_decay, real) and self.weight_decay >= 0,
-              "a float >= 0")
-        check("l1", isinstance(self.l1, real) and self.l1 >= 0, "a float >= 0")
-        vf = self.validation_fraction
-        check("validation_fraction", vf is None or (isinstance(vf, real) and 0 <= vf < 1),
-              "None or a float in [0, 1)")
-        check("lr_schedule", self.lr_schedule is None or self.lr_schedule in LR_SCHEDULES,
-              f"None or one of {list(LR_SCHEDULES)}")
-        check("patience", isinstance(self.patience, numbers.Integral) and self.patience >= 1,
-              "an int >= 1")
-        check("plateau_tol", self.plateau_tol is None or
-              (isinstance(self.plateau_tol, real) and self.plateau_tol > 0), "None or a float > 0")
-        check("pixel_scaling", self.pixel_scaling in ("auto", True, False), "'auto', True or False")
-        check("precision", self.precision in PRECISIONS, f"one of {list(PRECISIONS)}")
-        check("weight_averaging", self.weight_averaging in (None, "ema", "swa"),
-              "None, 'ema' or 'swa'")
-        check("averaging_decay", isinstance(self.averaging_decay, real)
-              and 0 < self.averaging_decay < 1, "a float in (0, 1)")
-        check("averaging_start", isinstance(self.averaging_start, real)
-              and 0 <= self.averaging_start < 1, "a float in [0, 1)")
-        check("recompute_bn", isinstance(self.recompute_bn, (bool, np.bool_)), "True or False")
-        check("tta", isinstance(self.tta, (bool, np.bool_)), "True or False")
-        check("tracking", isinstance(self.tracking, bool), "True or False")
-        check("tracking_options", self.tracking_options is None
-              or isinstance(self.tracking_options, dict), "None or a dict")
-        hooks.check_param(self, "tracking_options")
-        dev = self.__dict__.get("device")
-        check("device", dev is None or dev in ("auto", "cpu") or str(dev).startswith("cuda"),
-              "'cpu', 'cuda', 'cuda:N' or 'auto'")
+    def _validate_hyperparams(self):
+        # The table first, in its order; then the rules that span parameters or belong to others.
+        params.validate(self)
+        hooks.check_param(self, "tracking_options")  # tracking's own rules for its options
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"{type(self).__name__}(device={dev!r}) needs CUDA, which this "
-                             "machine does not have; use device='auto' or 'cpu'.")
+            raise ValueError(f"{type(self).__name__}(device={self.__dict__.get('device')!r}) "
+                             "needs CUDA, which this machine does not have; use device='auto' "
+                             "or 'cpu'.")
         if self.early_stopping and not self._has_validation():
             raise ValueError(f"{type(self).__name__}(early_stopping=True) monitors the validation "
                              "loss: set validation_fraction > 0 (or a train_split).")
