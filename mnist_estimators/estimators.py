@@ -161,6 +161,17 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
         # skorch lists every public-looking attribute, its private '_params_to_validate' included.
         return [k for k in super()._get_param_names() if not k.startswith("_")]
 
+    def set_params(self, **params):
+        # skorch's set_params rebuilds callbacks_ whenever a ``callbacks*`` key comes in, from
+        # the ``callbacks`` list it is about to replace, so a value that is not a list (
+        # scikit-learn's check_set_params sets -inf, inf and None on every parameter) made that
+        # call and every later one raise TypeError. ``callbacks`` is a parameter like the
+        # others: stored now, used and checked when fit builds callbacks_ (initialize). Only
+        # ``callbacks__name__key`` keys edit callbacks_, and they still take skorch's way.
+        if "callbacks" in params:
+            self.callbacks = params.pop("callbacks")
+        return super().set_params(**params)
+
     def __setstate__(self, state):
         requested = state.get("device", "cpu")
         state["device"] = resolve_device(requested)
