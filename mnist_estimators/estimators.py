@@ -23,10 +23,10 @@ from skorch.dataset import Dataset
 from skorch.utils import is_dataset
 from torch import nn
 
-from . import hooks, params
+from . import hooks
 from .inputs import InputAdapter
 from .modules import CNN, MLP, SoftmaxRegression
-from .params import Hidden, InstanceOf, Interval, Options, StartsWith
+from .params import Hidden, InstanceOf, Interval, Options, StartsWith, validate
 from .persistence import load_model, save_model  # noqa: F401 - public here too
 from .signals import StopTraining, fit_running, raise_if_interrupt_requested
 from .training.augment import AUGMENT_PARAMS, Augment, shifted_views
@@ -209,7 +209,7 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
 
     def _validate_hyperparams(self):
         # The table first, in its order; then the rules that span parameters or belong to others.
-        params.validate(self)
+        validate(self)
         hooks.check_param(self, "tracking_options")  # tracking's own rules for its options
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"{type(self).__name__}(device={self.__dict__.get('device')!r}) "
@@ -300,7 +300,8 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
     def fit(self, X, y, **fit_params):
         """Validate the data, initialize the network (unless ``warm_start``) and train.
 
-        Every fit is tracked in MLflow unless ``tracking=False`` (see ``mnist_estimators.tracking``).
+        Every fit is tracked in MLflow unless ``tracking=False`` (see
+        ``mnist_estimators.tracking``).
 
         Parameters
         ----------

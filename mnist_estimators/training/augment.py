@@ -13,9 +13,9 @@ import torch
 from torch.nn import functional as F
 
 # torchvision's transforms would do this, but its PyPI build does not load beside this torch
-# (docs/design.md, "Traps"), and its v2 transforms draw one set of random parameters per call, not per image.
-# So: each transform below is one batched tensor op over the whole (N, 1, H, W) batch, with
-# per-image random parameters.
+# (docs/design.md, "Traps"), and its v2 transforms draw one set of random parameters per call,
+# not per image. So: each transform below is one batched tensor op over the whole
+# (N, 1, H, W) batch, with per-image random parameters.
 
 AUGMENT_PARAMS = ("rotation", "scale", "shift", "blur", "erasing", "elastic", "elastic_sigma")
 

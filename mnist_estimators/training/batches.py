@@ -36,7 +36,8 @@ class TensorBatchIterator:
         if not torch.is_tensor(X):
             raise TypeError(
                 "TensorBatchIterator needs a dataset holding tensors (skorch Dataset of torch "
-                f"tensors); got X of type {type(X).__name__}. Use iterator_train=DataLoader instead."
+                f"tensors); got X of type {type(X).__name__}. "
+                "Use iterator_train=DataLoader instead."
             )
         self.X, self.y = X, y
         self.batch_size = int(batch_size)

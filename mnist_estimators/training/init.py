@@ -24,7 +24,8 @@ def init_weights(module, scheme="default", activation="relu"):
 
     Schemes: ``"default"`` (PyTorch's own), ``"zero"``, ``"uniform"`` (U(0, 1), seed 004's
     "random"), ``"normal"`` (N(0, 0.01^2)), ``"he_uniform"``, ``"he_normal"``,
-    ``"xavier_uniform"``, ``"xavier_normal"`` (aliases: ``he``, ``kaiming*``, ``xavier``, ``glorot*``).
+    ``"xavier_uniform"``, ``"xavier_normal"`` (aliases: ``he``, ``kaiming*``, ``xavier``,
+    ``glorot*``).
     Biases are set to zero for every scheme but ``"default"``. BatchNorm layers are left alone.
     """
     name = _INIT_ALIASES.get(scheme, scheme)

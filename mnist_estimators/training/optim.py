@@ -30,8 +30,8 @@ def resolve_optimizer(optimizer):
     if isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer):
         return optimizer, {}
     raise ValueError(
-        f"The 'optimizer' parameter must be a torch optimizer class or one of {sorted(OPTIMIZERS)}. "
-        f"Got {optimizer!r} instead."
+        "The 'optimizer' parameter must be a torch optimizer class or one of "
+        f"{sorted(OPTIMIZERS)}. Got {optimizer!r} instead."
     )
 
 

@@ -43,7 +43,8 @@ def n_train_samples(net, X):
 class OneCycleLRScheduler(LRScheduler):
     """skorch ``LRScheduler`` for ``OneCycleLR`` that works out ``total_steps`` at train begin.
 
-    ``n_train`` is a callable ``(net, X) -> number of training samples`` (after the validation split).
+    ``n_train`` is a callable ``(net, X) -> number of training samples`` (after the validation
+    split).
     """
 
     def __init__(self, n_train=None, max_lr=0.01, epochs=10, **kwargs):
