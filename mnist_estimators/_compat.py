@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import importlib
 
-CHECKED_ON = {"scikit-learn": ("1.6.1", "1.9.1"), "mlflow": ("3.5.1", "3.17.2"),
-              "optuna": ("4.0.0", "5.1.0"), "torch": ("2.13.0",)}
+CHECKED_ON = {"scikit-learn": ("1.7.0", "1.9.1"), "mlflow": ("3.10.0", "3.17.2"),
+              "optuna": ("4.5.0", "5.1.0"), "torch": ("2.13.0",)}
 
 
 class PrivateAPIError(RuntimeError):

@@ -12,52 +12,32 @@ skorch's own defaults are fixed here (see docs/design.md and the README's table)
 from __future__ import annotations
 
 import math
-import numbers
+from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 import torch
-from skorch import NeuralNetClassifier
-from skorch.callbacks import (
-    Callback,
-    Checkpoint,
-    EpochScoring,
-    EpochTimer,
-    LRScheduler,
-    PassthroughScoring,
-)
-from skorch.dataset import Dataset, get_len
-from skorch.history import History
-from skorch.utils import is_dataset
 from sklearn.model_selection import train_test_split
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_X_y
+from skorch import NeuralNetClassifier
+from skorch.dataset import Dataset
+from skorch.utils import is_dataset
 from torch import nn
 
 from . import hooks
+from .inputs import InputAdapter
 from .modules import CNN, MLP, SoftmaxRegression
+from .params import Hidden, InstanceOf, Interval, Options, StartsWith, validate
 from .persistence import load_model, save_model  # noqa: F401 - public here too
 from .signals import StopTraining, fit_running, raise_if_interrupt_requested
-from .training import (
-    AUGMENT_PARAMS,
-    Augment,
-    AugmentedBatches,
-    BatchNormRecompute,
-    DivergenceGuard,
-    EarlyStoppingCallback,
-    EpochTable,
-    OneCycleLRScheduler,
-    PlateauStopping,
-    RecordLR,
-    TensorBatchIterator,
-    WeightAveraging,
-    init_weights,
-    resolve_optimizer,
-    shifted_views,
-    use_fused_kernel,
-    valid_accuracy,
-)
+from .training.augment import AUGMENT_PARAMS, Augment, shifted_views
+from .training.batches import AugmentedBatches, TensorBatchIterator
+from .training.defaults import default_callbacks, has_validation
+from .training.init import init_weights
+from .training.optim import resolve_optimizer, use_fused_kernel
+from .training.schedules import LR_SCHEDULES
+from .training.schedules import n_train_samples as _n_train_samples  # noqa: F401 - old pickles
+from .training.speedups import SkorchLoopSpeedups
 
-LR_SCHEDULES = ("step", "exponential", "cosine", "onecycle", "plateau")
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -68,13 +48,7 @@ def resolve_device(device):
     return device
 
 
-def _param_error(est, name, expected, got):
-    return ValueError(
-        f"The '{name}' parameter of {type(est).__name__} must be {expected}. Got {got!r} instead."
-    )
-
-
-class _MNISTClassifier(NeuralNetClassifier):
+class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
     """Shared machinery of the three estimators. Not public: use the subclasses."""
 
     _mnist_estimator = True  # how tracking's sklearn glue knows ours without importing us
@@ -187,6 +161,17 @@ class _MNISTClassifier(NeuralNetClassifier):
         # skorch lists every public-looking attribute, its private '_params_to_validate' included.
         return [k for k in super()._get_param_names() if not k.startswith("_")]
 
+    def set_params(self, **params):
+        # skorch's set_params rebuilds callbacks_ whenever a ``callbacks*`` key comes in, from
+        # the ``callbacks`` list it is about to replace, so a value that is not a list (
+        # scikit-learn's check_set_params sets -inf, inf and None on every parameter) made that
+        # call and every later one raise TypeError. ``callbacks`` is a parameter like the
+        # others: stored now, used and checked when fit builds callbacks_ (initialize). Only
+        # ``callbacks__name__key`` keys edit callbacks_, and they still take skorch's way.
+        if "callbacks" in params:
+            self.callbacks = params.pop("callbacks")
+        return super().set_params(**params)
+
     def __setstate__(self, state):
         requested = state.get("device", "cpu")
         state["device"] = resolve_device(requested)
@@ -195,49 +180,41 @@ class _MNISTClassifier(NeuralNetClassifier):
             self.__dict__["device"] = requested
 
     # ------------------------------------------------------------------ validation
-    def _validate_hyperparams(self):
-        def check(name, ok, expected):
-            if not ok:
-                raise _param_error(self, name, expected, getattr(self, name))
+    # What each parameter accepts, checked by params.validate at fit and partial_fit (never in
+    # __init__ or set_params); params.describe_all(cls) renders it as text for the docs.
+    _parameter_constraints: ClassVar[dict] = {
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "l1": [Interval(Real, 0, None, closed="left")],
+        "validation_fraction": [None, Interval(Real, 0, 1, closed="left")],
+        "lr_schedule": [None, Options(LR_SCHEDULES)],
+        "patience": [Interval(Integral, 1, None, closed="left")],
+        "plateau_tol": [None, Interval(Real, 0, None, closed="neither")],
+        "pixel_scaling": ["auto", True, False],
+        "precision": [Options(PRECISIONS)],
+        "weight_averaging": [None, "ema", "swa"],
+        "averaging_decay": [Interval(Real, 0, 1, closed="neither")],
+        "averaging_start": [Interval(Real, 0, 1, closed="left")],
+        "recompute_bn": [InstanceOf((bool, np.bool_))],
+        "tta": [InstanceOf((bool, np.bool_))],
+        "tracking": [InstanceOf(bool)],  # tracking's hooks test ``is True``: no numpy bools
+        "tracking_options": [None, InstanceOf(dict)],
+        # None: skorch's "leave the module where it is"; "auto" is read resolved (the property)
+        "device": [Hidden(None), "cpu", StartsWith("cuda", "'cuda', 'cuda:N'"), "auto"],
+        # skorch's: it adds these to the default callbacks at initialize (an empty tuple too)
+        "callbacks": [None, "disable", InstanceOf(list, "a list of callbacks"), Hidden(())],
+    }
 
-        real = (numbers.Real,)
-        check("lr", isinstance(self.lr, real) and self.lr > 0, "a float > 0")
-        check("batch_size", isinstance(self.batch_size, numbers.Integral) and self.batch_size >= 1,
-              "an int >= 1")
-        check("max_epochs", isinstance(self.max_epochs, numbers.Integral) and self.max_epochs >= 1,
-              "an int >= 1")
-        check("weight_decay", isinstance(self.weight_decay, real) and self.weight_decay >= 0,
-              "a float >= 0")
-        check("l1", isinstance(self.l1, real) and self.l1 >= 0, "a float >= 0")
-        vf = self.validation_fraction
-        check("validation_fraction", vf is None or (isinstance(vf, real) and 0 <= vf < 1),
-              "None or a float in [0, 1)")
-        check("lr_schedule", self.lr_schedule is None or self.lr_schedule in LR_SCHEDULES,
-              f"None or one of {list(LR_SCHEDULES)}")
-        check("patience", isinstance(self.patience, numbers.Integral) and self.patience >= 1,
-              "an int >= 1")
-        check("plateau_tol", self.plateau_tol is None or
-              (isinstance(self.plateau_tol, real) and self.plateau_tol > 0), "None or a float > 0")
-        check("pixel_scaling", self.pixel_scaling in ("auto", True, False), "'auto', True or False")
-        check("precision", self.precision in PRECISIONS, f"one of {list(PRECISIONS)}")
-        check("weight_averaging", self.weight_averaging in (None, "ema", "swa"),
-              "None, 'ema' or 'swa'")
-        check("averaging_decay", isinstance(self.averaging_decay, real)
-              and 0 < self.averaging_decay < 1, "a float in (0, 1)")
-        check("averaging_start", isinstance(self.averaging_start, real)
-              and 0 <= self.averaging_start < 1, "a float in [0, 1)")
-        check("recompute_bn", isinstance(self.recompute_bn, (bool, np.bool_)), "True or False")
-        check("tta", isinstance(self.tta, (bool, np.bool_)), "True or False")
-        check("tracking", isinstance(self.tracking, bool), "True or False")
-        check("tracking_options", self.tracking_options is None
-              or isinstance(self.tracking_options, dict), "None or a dict")
-        hooks.check_param(self, "tracking_options")
-        dev = self.__dict__.get("device")
-        check("device", dev is None or dev in ("auto", "cpu") or str(dev).startswith("cuda"),
-              "'cpu', 'cuda', 'cuda:N' or 'auto'")
+    def _validate_hyperparams(self):
+        # The table first, in its order; then the rules that span parameters or belong to others.
+        validate(self)
+        hooks.check_param(self, "tracking_options")  # tracking's own rules for its options
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"{type(self).__name__}(device={dev!r}) needs CUDA, which this "
-                             "machine does not have; use device='auto' or 'cpu'.")
+            raise ValueError(f"{type(self).__name__}(device={self.__dict__.get('device')!r}) "
+                             "needs CUDA, which this machine does not have; use device='auto' "
+                             "or 'cpu'.")
         if self.early_stopping and not self._has_validation():
             raise ValueError(f"{type(self).__name__}(early_stopping=True) monitors the validation "
                              "loss: set validation_fraction > 0 (or a train_split).")
@@ -257,7 +234,7 @@ class _MNISTClassifier(NeuralNetClassifier):
         return twin
 
     def _has_validation(self):
-        return self.train_split is not None or _flag(self.validation_fraction)
+        return has_validation(self)
 
     def n_valid_samples(self, n):
         """Number of the ``n`` fit samples held out for validation."""
@@ -265,77 +242,29 @@ class _MNISTClassifier(NeuralNetClassifier):
             return 0
         return math.ceil(self.validation_fraction * n)
 
-    # ------------------------------------------------------------------ input checks
+    # ------------------------------------------------------------------ inputs
+    # inputs.py validates and converts; what fit learns from the data is kept here.
+    def _inputs(self):
+        return InputAdapter(type(self).__name__, self.pixel_scaling)
+
     def _check_X(self, X, reset):
         """Validate X and return a float32 tensor ``(n, n_features)`` scaled by ``input_scale_``."""
-        if torch.is_tensor(X):
-            X = X.detach().cpu().numpy()
-        X = check_array(X, dtype="numeric", allow_nd=True, ensure_all_finite=True, input_name="X")
-        X = self._flatten(X)
         if reset:
-            self.n_features_in_ = X.shape[1]
-            self.input_scale_ = self._pixel_scale(X)
-        elif X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
-        # Integer pixels are 0-255 whatever was fitted on; floats take the factor learned in fit.
-        scale = 1.0 / 255.0 if (X.dtype.kind in "ui" and self.pixel_scaling is not False) \
-            else self.input_scale_
-        arr = np.ascontiguousarray(X, dtype=np.float32)
-        if np.may_share_memory(arr, X):
-            # No copy was made: scaling in place would rewrite the caller's array (or crash on a
-            # read-only memmap, as joblib hands to its workers), so scale into a new one.
-            arr = arr * np.float32(scale) if scale != 1.0 else \
-                (arr if arr.flags.writeable else arr.copy())
-        elif scale != 1.0:
-            arr *= np.float32(scale)
-        return torch.from_numpy(arr)
-
-    def _flatten(self, X):
-        # (n, 784), (n, 28, 28) and (n, 1, 28, 28) are all accepted; the module sees (n, 784).
-        if X.ndim == 4 and X.shape[1] != 1:
-            raise ValueError(f"Expected single-channel images (n, 1, H, W); got X with shape {X.shape}.")
-        if X.ndim > 4:
-            raise ValueError(f"Expected X of shape (n, 784), (n, 28, 28) or (n, 1, 28, 28); got {X.shape}.")
-        return X.reshape(len(X), -1)
-
-    def _pixel_scale(self, X):
-        if self.pixel_scaling is False:
-            return 1.0
-        if self.pixel_scaling is True or X.dtype.kind in "ui":
-            return 1.0 / 255.0
-        # Floats: 0-255 pixel values get scaled; [0, 1] pixels and standardized features do not.
-        if X.dtype.kind == "f" and X.min() >= 0 and 1.0 < X.max() <= 255.0:
-            return 1.0 / 255.0
-        return 1.0
+            Xt, self.n_features_in_, self.input_scale_ = self._inputs().fit_X(X)
+            return Xt
+        return self._inputs().transform_X(X, self.n_features_in_, self.input_scale_)
 
     def _check_Xy(self, X, y, reset, classes=None):
-        X_checked, y = check_X_y(X, y, dtype=None, allow_nd=True, ensure_all_finite=True,
-                                 ensure_min_samples=1)
-        check_classification_targets(y)
-        Xt = self._check_X(X_checked, reset=reset)
+        inputs = self._inputs()
+        X, y = inputs.check_Xy(X, y)
+        Xt = self._check_X(X, reset=reset)
         if reset:
-            labels = classes if classes is not None else self.classes
-            self.classes_inferred_ = np.unique(y) if labels is None else np.asarray(labels)
-            if len(self.classes_inferred_) < 2:
-                raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes; got "
-                                 f"1 class ({self.classes_inferred_[0]!r}) in {len(y)} samples.")
-        yt = torch.from_numpy(self._encode(y))
-        return Xt, yt
+            self.classes_inferred_ = inputs.fit_classes(
+                y, classes if classes is not None else self.classes)
+        return Xt, torch.from_numpy(inputs.encode(y, self.classes_))
 
     def _encode(self, y):
-        classes = self.classes_
-        sorter = np.argsort(classes)
-        pos = np.searchsorted(classes, y, sorter=sorter)
-        pos = np.clip(pos, 0, len(classes) - 1)
-        idx = sorter[pos]
-        unknown = classes[idx] != y
-        if unknown.any():
-            raise ValueError(f"y contains labels not seen in fit or given as classes: "
-                             f"{np.unique(y[unknown])[:10].tolist()} (known: {classes.tolist()}).")
-        return idx.astype(np.int64)
+        return self._inputs().encode(y, self.classes_)
 
     @property
     def classes_(self):
@@ -352,69 +281,27 @@ class _MNISTClassifier(NeuralNetClassifier):
 
     # ------------------------------------------------------------------ callbacks
     def notify(self, method_name, **cb_kwargs):
-        # skorch calls every callback for every event, three events per batch; most callbacks
-        # inherit the no-op. Calling only those that override the event cuts ~2/3 of that cost
-        # (softmax: ~10 ms of a 150 ms epoch). The list is rebuilt whenever callbacks_ changes.
-        getattr(self, method_name)(self, **cb_kwargs)
-        for cb in self._callbacks_for(method_name):
-            getattr(cb, method_name)(self, **cb_kwargs)
+        super().notify(method_name, **cb_kwargs)
         if method_name == "on_batch_end":
             raise_if_interrupt_requested()  # SIGTERM in the CLI: stop here, cleanly
 
     def on_train_error(self, net, error=None, **kwargs):
         """Called when a fit raises, before the error propagates (skorch has no such event)."""
 
-    def _callbacks_for(self, method_name):
-        callbacks = self.callbacks_
-        cache = self.__dict__.get("notify_cache_")
-        if cache is None or cache[0] is not callbacks:
-            cache = (callbacks, {})
-            self.__dict__["notify_cache_"] = cache
-        by_event = cache[1]
-        if method_name not in by_event:
-            # An event skorch does not have (``on_train_error``) reaches the callbacks that
-            # define it.
-            base = getattr(Callback, method_name, None)
-            by_event[method_name] = [
-                cb for _, cb in callbacks
-                if getattr(type(cb), method_name, None) not in (None, base)]
-        return by_event[method_name]
-
-    def _set_training(self, training=True):
-        # skorch calls this before every batch, and nn.Module.train() walks the whole module
-        # tree each time (13 us for the MLP, 26 us for the CNN: ~2% of an MLP epoch). The mode
-        # only changes between training, validation and prediction, so the walk is done only
-        # when the top module's mode is not already the one asked for.
-        for name in self._modules + self._criteria:
-            module = getattr(self, name + "_")
-            if isinstance(module, nn.Module) and module.training != bool(training):
-                module.train(training)
-
-    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-        # skorch's loop, recording the same history. skorch looks the current batch up in the
-        # history twice per batch (``record_batch``) and finds the batch size with
-        # ``skorch.dataset.get_len``, which flattens the whole batch; one lookup does, and
-        # ``len`` for a tensor. Any other history (skorch's DistributedHistory) takes skorch's
-        # own loop.
-        if iterator is None or type(self.history).record_batch is not History.record_batch:
-            return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
-        batch_count = 0
-        for batch in iterator:
-            self.notify("on_batch_begin", batch=batch, training=training)
-            step = step_fn(batch, **fit_params)
-            row = self.history[-1]["batches"][-1]
-            row[prefix + "_loss"] = step["loss"].item()
-            Xi = batch[0] if isinstance(batch, (tuple, list)) else batch
-            row[prefix + "_batch_size"] = len(Xi) if torch.is_tensor(Xi) else get_len(Xi)
-            self.notify("on_batch_end", batch=batch, training=training, **step)
-            batch_count += 1
-        self.history.record(prefix + "_batch_count", batch_count)
+    def _notify_train_error(self, error):
+        # skorch has no event for a failed fit: the net and the callbacks that define one hear
+        # it (the MLflow run ends FAILED or KILLED there).
+        self.on_train_error(self, error=error)
+        for _, cb in self.callbacks_:
+            if getattr(type(cb), "on_train_error", None) is not None:
+                cb.on_train_error(self, error=error)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y, **fit_params):
         """Validate the data, initialize the network (unless ``warm_start``) and train.
 
-        Every fit is tracked in MLflow unless ``tracking=False`` (see ``mnist_estimators.tracking``).
+        Every fit is tracked in MLflow unless ``tracking=False`` (see
+        ``mnist_estimators.tracking``).
 
         Parameters
         ----------
@@ -463,7 +350,7 @@ class _MNISTClassifier(NeuralNetClassifier):
                     pass
                 self.notify("on_train_end", X=Xt, y=yt)
             except BaseException as exc:
-                self.notify("on_train_error", error=exc)
+                self._notify_train_error(exc)
                 raise
             finally:
                 del self.augment_  # holds a torch.Generator; only training uses it
@@ -507,54 +394,8 @@ class _MNISTClassifier(NeuralNetClassifier):
 
     @property
     def _default_callbacks(self):
-        callbacks = [
-            ("epoch_timer", EpochTimer()),
-            ("train_loss", PassthroughScoring(name="train_loss", on_train=True)),
-        ]
-        if self._has_validation():
-            callbacks += [
-                ("valid_loss", PassthroughScoring(name="valid_loss")),
-                ("valid_acc", EpochScoring(valid_accuracy, name="valid_acc",
-                                           lower_is_better=False)),
-            ]
-        callbacks += [("divergence_guard", DivergenceGuard()), ("record_lr", RecordLR())]
-        # get_params(deep=True) builds these from any parameter values, invalid ones included
-        # (fit validates them first): hence the tolerant tests below.
-        if isinstance(self.lr_schedule, str):
-            callbacks.append(("lr_scheduler", self._make_lr_scheduler()))
-        if _flag(self.early_stopping):
-            callbacks.append(("early_stopping", EarlyStoppingCallback(
-                monitor="valid_loss", patience=self.patience, load_best=True)))
-        if self.plateau_tol is not None:
-            callbacks.append(("plateau_stopping", PlateauStopping(tol=self.plateau_tol)))
-        # Before tracking: the run logs the model these leave, and their final validation scores.
-        if self.weight_averaging in ("ema", "swa"):
-            callbacks.append(("weight_averaging", WeightAveraging(
-                self.weight_averaging, decay=self.averaging_decay, start=self.averaging_start)))
-        if self.recompute_bn is True:
-            callbacks.append(("batchnorm_recompute", BatchNormRecompute()))
-        if self.checkpoint_dir is not None:
-            callbacks.append(("checkpoint", Checkpoint(
-                monitor=None, dirname=str(self.checkpoint_dir),
-                f_params="params_epoch{last_epoch[epoch]}.pt", f_optimizer=None,
-                f_criterion=None, f_history="history.json", load_best=False)))
-        callbacks += hooks.fit_callbacks(self)  # tracking's MLflow run, when it is on
-        callbacks.append(("print_log", EpochTable()))
-        return callbacks
-
-    def _make_lr_scheduler(self):
-        sched = torch.optim.lr_scheduler
-        epochs = self.max_epochs if isinstance(self.max_epochs, numbers.Integral) else 10
-        if self.lr_schedule == "step":
-            return LRScheduler(sched.StepLR, step_size=max(1, epochs // 3), gamma=0.1)
-        if self.lr_schedule == "exponential":
-            return LRScheduler(sched.ExponentialLR, gamma=0.9)
-        if self.lr_schedule == "cosine":
-            return LRScheduler(sched.CosineAnnealingLR, T_max=epochs)
-        if self.lr_schedule == "onecycle":
-            return OneCycleLRScheduler(n_train=_n_train_samples, max_lr=self.lr, epochs=epochs)
-        monitor = "valid_loss" if self._has_validation() else "train_loss"
-        return LRScheduler(sched.ReduceLROnPlateau, monitor=monitor, patience=2, factor=0.1)
+        # training/defaults.py builds them; tracking's run (when on) goes before the epoch table
+        return default_callbacks(self, extra=hooks.fit_callbacks(self))
 
     def get_split_datasets(self, X, y=None, **fit_params):
         if self.train_split is not None:
@@ -663,15 +504,6 @@ class _MNISTClassifier(NeuralNetClassifier):
         tags.input_tags.allow_nan = False
         tags.non_deterministic = self.random_state is None
         return tags
-
-
-def _flag(value):
-    """Truthiness that tolerates any value: None, False and 0 are off, everything else on."""
-    return not (value is None or value is False or (isinstance(value, numbers.Real) and value == 0))
-
-
-def _n_train_samples(net, X):
-    return len(X) - net.n_valid_samples(len(X))
 
 
 _COMMON_DOC = """

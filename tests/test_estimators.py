@@ -325,9 +325,10 @@ def test_adam_steps_fused_unless_told_otherwise(kwargs, fused):
 def test_epoch_loop_records_what_skorchs_loop_records():
     from skorch import NeuralNetClassifier
 
-    class SkorchLoop(MLPClassifier):  # skorch's own per-batch bookkeeping and mode switching
+    class SkorchLoop(MLPClassifier):  # skorch's own methods for each of our speed patches
         run_single_epoch = NeuralNetClassifier.run_single_epoch
         _set_training = NeuralNetClassifier._set_training
+        notify = NeuralNetClassifier.notify
 
     # a partial last batch, a validation split, and augmentation's own batch iterator
     kwargs = dict(validation_fraction=0.25, batch_size=48, augment_shift=1.0)

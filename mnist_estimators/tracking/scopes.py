@@ -15,7 +15,7 @@ by public scikit-learn methods, never read off the call stack.
   clones once per (candidate, fold), in candidate-major order, in the process that runs the
   search, whatever the joblib backend (``BaseSearchCV.fit``: ``clone(base_estimator)`` for each
   of ``product(candidates, splits)``, after one clone of ``estimator`` into ``base_estimator``;
-  checked with n_jobs=1, loky and Dask, scikit-learn 1.6 to 1.9, tests/test_lineage.py). So
+  checked with n_jobs=1, loky and Dask, scikit-learn 1.7 and 1.9, tests/test_lineage.py). So
   the k-th clone of one of our estimators of the base estimator is candidate k // n_splits,
   fold k % n_splits; the refit is the clone made once ``best_params_`` is set. The position
   goes into the clone's ``RunContext`` and travels with it to any worker.

@@ -1,0 +1,169 @@
+"""Training-time augmentation of flat square images, and the views of test-time augmentation.
+
+``Augment``: random rotation, scale, shift, blur, erasing and elastic distortion, as batched
+tensor ops (``affine_grid``/``grid_sample``, grouped convolution, masks), drawn per image.
+``shifted_views``: an image and its four one-pixel shifts (``tta=True``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+# torchvision's transforms would do this, but its PyPI build does not load beside this torch
+# (docs/design.md, "Traps"), and its v2 transforms draw one set of random parameters per call,
+# not per image. So: each transform below is one batched tensor op over the whole
+# (N, 1, H, W) batch, with per-image random parameters.
+
+AUGMENT_PARAMS = ("rotation", "scale", "shift", "blur", "erasing", "elastic", "elastic_sigma")
+
+
+class Augment:
+    """Random training-time transforms of a batch of flat square images, all images at once.
+
+    Rotation, scale and shift form one affine map per image; an elastic displacement field is
+    added to the same sampling grid, so the four cost one ``grid_sample``. Blur is one grouped
+    convolution with a kernel per image; erasing is one mask.
+
+    Parameters
+    ----------
+    rotation : float, default=0.0
+        Largest rotation in degrees: each image turns by U(-rotation, rotation).
+    scale : float, default=0.0
+        Largest relative zoom: each image is scaled by U(1 - scale, 1 + scale) (in and out).
+    shift : float, default=0.0
+        Largest translation in pixels along each axis.
+    blur : float, default=0.0
+        Largest Gaussian blur sigma in pixels: each image is blurred with sigma U(0, blur).
+    erasing : float, default=0.0
+        Probability that an image gets one random rectangle (2-20% of its area, aspect 1:3 to
+        3:1) set to 0, the background (seed 004's "black squares"; random erasing).
+    elastic : float, default=0.0
+        Elastic distortion strength alpha (Simard et al. 2003): a U(-1, 1) displacement field,
+        smoothed by a Gaussian of ``elastic_sigma`` pixels, times alpha pixels. Typical: 34.
+    elastic_sigma : float, default=4.0
+    generator : torch.Generator or None
+        Source of randomness (on the device of the batches); None uses torch's global one.
+    """
+
+    def __init__(self, rotation=0.0, scale=0.0, shift=0.0, blur=0.0, erasing=0.0, elastic=0.0,
+                 elastic_sigma=4.0, generator=None):
+        values = {"rotation": rotation, "scale": scale, "shift": shift, "blur": blur,
+                  "erasing": erasing, "elastic": elastic, "elastic_sigma": elastic_sigma}
+        for name, value in values.items():
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isfinite(value) and value >= 0):
+                raise ValueError(f"The 'augment_{name}' parameter must be a float >= 0. "
+                                 f"Got {value!r} instead.")
+        if scale >= 1:
+            raise ValueError(f"The 'augment_scale' parameter must be < 1 (a zoom factor of "
+                             f"1 - scale must stay positive). Got {scale!r} instead.")
+        if erasing > 1:
+            raise ValueError(f"The 'augment_erasing' parameter is a probability in [0, 1]. "
+                             f"Got {erasing!r} instead.")
+        if elastic and not elastic_sigma:
+            raise ValueError("The 'augment_elastic_sigma' parameter must be > 0 when "
+                             "augment_elastic is set. Got 0 instead.")
+        vars(self).update(values)
+        self.generator = generator
+
+    @property
+    def active(self):
+        """True when any transform is on."""
+        return any(getattr(self, name) for name in AUGMENT_PARAMS if name != "elastic_sigma")
+
+    def __repr__(self):
+        on = ", ".join(f"{k}={getattr(self, k)}" for k in AUGMENT_PARAMS if getattr(self, k)
+                       and (k != "elastic_sigma" or self.elastic))
+        return f"Augment({on})"
+
+    def _uniform(self, low, high, *shape, device):
+        return torch.rand(*shape, generator=self.generator, device=device) * (high - low) + low
+
+    def __call__(self, X):
+        """``(N, H*W)`` float batch -> a transformed ``(N, H*W)`` batch (a new tensor)."""
+        n, n_features = X.shape
+        side = math.isqrt(n_features)
+        if side * side != n_features:
+            raise ValueError(f"Augmentation needs square images: got {n_features} features per "
+                             "sample, not a perfect square (784 for 28x28).")
+        img = X.reshape(n, 1, side, side)  # (N, 784) -> (N, 1, 28, 28)
+        if self.rotation or self.scale or self.shift or self.elastic:
+            img = F.grid_sample(img, self._sampling_grid(n, side, img), mode="bilinear",
+                                padding_mode="border", align_corners=False)
+        if self.blur:
+            sigma = self._uniform(0.0, self.blur, n, device=X.device)
+            img = gaussian_blur(img, sigma, radius=math.ceil(2 * self.blur))
+        if self.erasing:
+            img = img * self._erasing_mask(n, side, X.device)
+        return img.reshape(n, n_features)
+
+    def _sampling_grid(self, n, side, img):
+        # grid_sample reads output pixel p from input location theta @ p (normalized coordinates,
+        # [-1, 1]), so theta is the inverse map: rotate by -angle, divide by the zoom.
+        device = img.device
+        angle = self._uniform(-self.rotation, self.rotation, n, device=device) * (math.pi / 180)
+        zoom = self._uniform(1 - self.scale, 1 + self.scale, n, device=device)
+        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+        shift = self._uniform(-self.shift, self.shift, n, 2, device=device) * (2 / side)
+        theta = torch.stack([torch.stack([cos, sin, shift[:, 0]], 1),
+                             torch.stack([-sin, cos, shift[:, 1]], 1)], 1)  # (N, 2, 3)
+        grid = F.affine_grid(theta, list(img.shape), align_corners=False)  # (N, H, W, 2)
+        if self.elastic:
+            field = self._uniform(-1.0, 1.0, n, 2, side, side, device=device)
+            field = gaussian_blur(field, float(self.elastic_sigma),
+                                  radius=math.ceil(2 * self.elastic_sigma))
+            grid = grid + field.permute(0, 2, 3, 1) * (self.elastic * 2 / side)  # pixels -> [-1, 1]
+        return grid
+
+    def _erasing_mask(self, n, side, device):
+        # One rectangle per chosen image: area 2-20% of the image, log-uniform aspect 1:3-3:1.
+        area = self._uniform(0.02, 0.2, n, device=device) * side * side
+        aspect = torch.exp(self._uniform(math.log(1 / 3), math.log(3), n, device=device))
+        h = (area * aspect).sqrt().clamp(1, side).floor()
+        w = (area / aspect).sqrt().clamp(1, side).floor()
+        top = (self._uniform(0, 1, n, device=device) * (side - h + 1)).floor()
+        left = (self._uniform(0, 1, n, device=device) * (side - w + 1)).floor()
+        chosen = self._uniform(0, 1, n, device=device) < self.erasing
+        pos = torch.arange(side, device=device, dtype=torch.float32)
+        rows = (pos >= top[:, None]) & (pos < (top + h)[:, None])   # (N, H)
+        cols = (pos >= left[:, None]) & (pos < (left + w)[:, None])  # (N, W)
+        erase = rows[:, :, None] & cols[:, None, :] & chosen[:, None, None]  # (N, H, W)
+        return (~erase).unsqueeze(1).to(torch.float32)  # (N, 1, H, W): 0 where erased
+
+
+def gaussian_blur(img, sigma, radius):
+    """Blur each image of ``img`` (N, C, H, W) with a Gaussian of ``sigma`` pixels.
+
+    ``sigma`` is one float for all (one separable kernel, the batch as the convolution's batch)
+    or a tensor ``(N,)``, one per image (a kernel per image, one grouped convolution per axis,
+    3x slower). ``2 * radius + 1`` taps, zero padding (the background); sigma 0 is the identity.
+    """
+    n, c, h, w = img.shape
+    offsets = torch.arange(-radius, radius + 1, device=img.device, dtype=img.dtype)
+    if not torch.is_tensor(sigma):
+        kernel = torch.exp(-0.5 * (offsets / max(float(sigma), 1e-3)) ** 2)
+        kernel = kernel / kernel.sum()
+        x = img.reshape(n * c, 1, h, w)
+        x = F.conv2d(x, kernel.view(1, 1, -1, 1), padding=(radius, 0))  # along H
+        x = F.conv2d(x, kernel.view(1, 1, 1, -1), padding=(0, radius))  # along W
+        return x.reshape(n, c, h, w)
+    s = sigma.to(img.dtype).clamp_min(1e-3)[:, None]
+    kernel = torch.exp(-0.5 * (offsets[None, :] / s) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N*C, taps)
+    x = img.reshape(1, n * c, h, w)
+    x = F.conv2d(x, kernel[:, None, :, None], padding=(radius, 0), groups=n * c)  # along H
+    x = F.conv2d(x, kernel[:, None, None, :], padding=(0, radius), groups=n * c)  # along W
+    return x.reshape(n, c, h, w)
+
+
+def shifted_views(X, side):
+    """The test-time augmentation views of a flat batch ``X`` (N, side*side): ``X`` itself and
+    ``X`` shifted by one pixel up, down, left and right (zeros, the background, fill in)."""
+    img = X.reshape(len(X), side, side)
+    padded = F.pad(img, (1, 1, 1, 1))  # (N, side + 2, side + 2)
+    yield X
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        yield padded[:, dy:dy + side, dx:dx + side].reshape(len(X), -1)
