@@ -116,8 +116,9 @@ def finished_runs(uri, experiment="mnist-estimators", parent=None):
 # --------------------------------------------------------------------------- 1. fixed cost
 
 
-PHASES = {  # (owner, attribute) -> label; _dataset runs inside _start
-    ("run", "_open"): "_open", ("run", "_start"): "_start", ("run", "_dataset"): "  _dataset",
+PHASES = {  # (owner, attribute) -> label; make_dataset runs inside _start
+    ("run", "_open"): "_open", ("run", "_start"): "_start",
+    ("run_module", "make_dataset"): "  make_dataset",
     ("run", "_send"): "_send (metric batches)", ("artifacts", "render_figures"): "render_figures",
     ("artifacts", "log_figures"): "log_figures", ("artifacts", "log_model"): "log_model",
     ("run", "_end"): "_end",
@@ -129,9 +130,10 @@ def patch_phases(totals):
     process only. ``run`` calls ``artifacts.log_figures(...)`` through the module, and the
     callback imports ``render_figures`` at each call, so patching module attributes is enough."""
     from mnist_estimators.tracking import artifacts
+    from mnist_estimators.tracking import run as run_module
     from mnist_estimators.tracking.run import FitRun
 
-    owners = {"run": FitRun, "artifacts": artifacts}
+    owners = {"run": FitRun, "artifacts": artifacts, "run_module": run_module}
     for (owner, name), label in PHASES.items():
         fn = getattr(owners[owner], name)
 
