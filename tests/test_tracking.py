@@ -4,6 +4,7 @@ test_tracking_server.py) a real `mlflow server` on 127.0.0.1."""
 import json
 import os
 import socket
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -648,3 +649,30 @@ def test_fits_in_a_forked_pool_are_complete_when_the_pool_exits(tmp_path):
     runs = [client.get_run(run_id) for run_id in ids]  # read right after the pool exited
     assert [r.info.status for r in runs] == ["FINISHED"] * 4
     assert all("model_uri" in r.data.tags for r in runs)
+
+
+def test_a_logged_model_loads_where_the_package_is_not_installed(store, tmp_path):
+    import subprocess
+    import sys
+
+    est = _fit(MLPClassifier, hidden_sizes=(16,))
+    np.save(tmp_path / "x.npy", X_TEST[:20])
+    script = tmp_path / "load.py"
+    script.write_text(
+        "import sys\n"
+        "# the package as a user without it has it: its editable-install finder taken away\n"
+        "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+        "import numpy as np, mlflow.pyfunc\n"
+        f"mlflow.set_tracking_uri({mlflow.get_tracking_uri()!r})\n"
+        f"model = mlflow.pyfunc.load_model({est.last_model_uri_!r})\n"
+        "import mnist_estimators\n"
+        "print(mnist_estimators.__file__)\n"
+        f"print(' '.join(map(str, model.predict(np.load({str(tmp_path / 'x.npy')!r})))))\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    where, predicted = done.stdout.strip().splitlines()[-2:]
+    assert "/code/mnist_estimators/" in where  # the copy the model carries
+    assert predicted.split() == [str(v) for v in est.predict(X_TEST[:20])]
+    code = Path(where).parent
+    assert (code / "training" / "__init__.py").is_file() and not (code / "pipelines").exists()
