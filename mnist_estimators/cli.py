@@ -25,10 +25,12 @@ import time
 import warnings
 from pathlib import Path
 
-from .data import MNISTFormatError, image_files, load_mnist, preprocess_image, read_mnist_csv
-from .estimators import ESTIMATORS
+# Light imports only: ``--help`` and a bad argument are answered before torch, scikit-learn,
+# numpy or MLflow is imported; each command imports what it needs.
 from .persistence import load_model, save_model, write_json
 from .pipelines import NAMES as PIPELINES
+
+ESTIMATOR_NAMES = ("softmax", "mlp", "cnn")  # estimators.ESTIMATORS' keys (a test keeps them equal)
 
 
 class CLIError(Exception):
@@ -47,6 +49,8 @@ def _parse_param(text):
 
 
 def _load_data(args, subset):
+    from .data import load_mnist, read_mnist_csv
+
     if getattr(args, "csv", None):
         return read_mnist_csv(args.csv), f"CSV {args.csv}"
     X, y, source = load_mnist(subset, data_home=args.data_home, return_source=True)
@@ -54,6 +58,8 @@ def _load_data(args, subset):
 
 
 def _build(name, params, verbose):
+    from .estimators import ESTIMATORS
+
     est = ESTIMATORS[name](verbose=verbose)
     valid = est.get_params(deep=False)
     unknown = [key for key, _ in params if key not in valid and "__" not in key]
@@ -98,8 +104,8 @@ def _where_runs_are():
 
 
 def cmd_train(args):
+    est = _build(args.model, args.param, verbose=0 if args.quiet else 1)  # bad --param first
     (X, y), where = _load_data(args, "train")
-    est = _build(args.model, args.param, verbose=0 if args.quiet else 1)
     print(f"training {type(est).__name__} on {where}", flush=True)
     start = time.perf_counter()
     est.fit(X, y)
@@ -140,6 +146,8 @@ def cmd_predict(args):
     it, and the others are still predicted; the exit status is then 2.
     """
     import numpy as np
+
+    from .data import MNISTFormatError, image_files, preprocess_image, read_mnist_csv
 
     if not args.csv and not args.inputs:
         raise CLIError("predict needs image files, folders of images, or --csv FILE")
@@ -528,12 +536,12 @@ def build_parser():
     p = sub.add_parser("demo", help="train the three estimators and compare them")
     data_args(p)
     p.add_argument("--output-dir", default="models", help="where the models are saved (default: models)")
-    p.add_argument("--models", nargs="+", choices=list(ESTIMATORS), default=list(ESTIMATORS))
+    p.add_argument("--models", nargs="+", choices=ESTIMATOR_NAMES, default=list(ESTIMATOR_NAMES))
     p.add_argument("--seed", type=int, default=0, help="random_state of every model (default: 0)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train one estimator")
-    p.add_argument("--model", choices=list(ESTIMATORS), required=True)
+    p.add_argument("--model", choices=ESTIMATOR_NAMES, required=True)
     p.add_argument("--param", type=_parse_param, action="append", default=[], metavar="KEY=VALUE",
                    help="estimator parameter, repeatable (e.g. max_epochs=5, optimizer=sgd)")
     p.add_argument("-o", "--output", required=True, help="path of the saved model (.pkl)")
@@ -666,7 +674,7 @@ def main(argv=None):
             warnings.showwarning = lambda message, category, *rest, **kw: print(
                 f"mnist-estimators: {category.__name__}: {message}", file=sys.stderr)
             return args.func(args)
-    except (CLIError, ValueError, MNISTFormatError, FileNotFoundError, OSError) as exc:
+    except (CLIError, ValueError, FileNotFoundError, OSError) as exc:  # MNISTFormatError too
         print(f"mnist-estimators {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

@@ -33,7 +33,6 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
-from .data import EmptyImageError, MNISTFormatError, image_dimensions, preprocess_image
 from .persistence import atomic_write, load_model
 
 MAX_BODY = 1_000_000  # bytes: a 280x280 drawing is ~10 kB, a phone photo is not a drawing
@@ -209,6 +208,8 @@ def create_app(catalogue, labelled_dir, write_token=None):
     from PIL import Image, UnidentifiedImageError
     from pydantic import BaseModel
     from starlette.concurrency import run_in_threadpool
+
+    from .data import EmptyImageError, MNISTFormatError, image_dimensions, preprocess_image
 
     labelled_dir = Path(labelled_dir).resolve()
     page = PAGE.read_text(encoding="utf-8")

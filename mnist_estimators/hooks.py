@@ -1,8 +1,11 @@
 """The seam between the estimators and the work done beside their fits.
 
 The estimators sit below tracking and never import it: they call these functions, and
-``mnist_estimators.tracking`` registers itself here when it is imported (the package's
-``__init__`` imports it, so an estimator unpickled in a worker process finds it registered).
+``mnist_estimators.tracking`` registers itself here when it is imported. The package's
+``__init__`` names it as a plugin (``register_plugin``), and the estimators module calls
+``load_plugins()`` as it is imported: tracking comes with the estimators, once, so that its
+scikit-learn wrappers are in place before a search or a pipeline fits one, in the user's
+process and in a worker that unpickles one. Importing the package alone stays light.
 With nothing registered, a fit is a plain skorch fit. See the design page,
 ``docs/design.md``, "The seams".
 
@@ -16,9 +19,32 @@ With nothing registered, a fit is a plain skorch fit. See the design page,
 
 from __future__ import annotations
 
+import importlib
+
+_plugins = []               # module names, imported by load_plugins()
+_plugins_loaded = 0         # how many of them are imported
 _clone_hooks = []
 _callback_factories = []
 _param_checks = {}
+
+
+def register_plugin(module):
+    """Name a module that registers hooks when it is imported; ``load_plugins`` imports it."""
+    if module not in _plugins:
+        _plugins.append(module)
+
+
+def load_plugins():
+    """Import the plugins not imported yet (cheap once they all are)."""
+    global _plugins_loaded
+    while _plugins_loaded < len(_plugins):
+        name = _plugins[_plugins_loaded]
+        _plugins_loaded += 1  # first: a plugin that builds an estimator does not recurse
+        try:
+            importlib.import_module(name)
+        except BaseException:
+            _plugins_loaded -= 1  # tried again by the next caller, which sees the error too
+            raise
 
 
 def on_clone(hook):
@@ -46,11 +72,13 @@ def param_check(name):
 
 
 def cloned(source, twin):
+    load_plugins()
     for hook in _clone_hooks:
         hook(source, twin)
 
 
 def fit_callbacks(net):
+    load_plugins()
     out = []
     for factory in _callback_factories:
         out.extend(factory(net))
@@ -58,6 +86,7 @@ def fit_callbacks(net):
 
 
 def check_param(net, name):
+    load_plugins()
     check = _param_checks.get(name)
     if check is not None:
         check(getattr(net, name), f"{type(net).__name__}.{name}")

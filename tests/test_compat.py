@@ -34,6 +34,7 @@ def test_every_private_name_is_still_there(tmp_path):
     a, b = [torch.zeros(3)], [torch.ones(3)]
     _compat.foreach_lerp_(a, b, 0.25)
     assert torch.allclose(a[0], torch.full((3,), 0.25))
+    assert _compat.cpu_has_native_bfloat16() in (True, False)
     sampler = optuna.samplers.TPESampler(seed=0)
     _compat.seed_tpe_sampler(sampler, 7)
     first = sampler._rng.rng.random_sample()
@@ -48,6 +49,14 @@ def test_a_name_gone_in_an_upgrade_fails_loudly_naming_it(monkeypatch):
     with pytest.raises(_compat.PrivateAPIError, match=r"sklearn\.model_selection\._search\."
                        r"BaseSearchCV.*checked on scikit-learn"):
         _compat.search_base_class()
+
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    _compat.cpu_has_native_bfloat16.cache_clear()
+    try:
+        with pytest.raises(_compat.PrivateAPIError, match=r"torch\.cpu\._is_amx_tile_supported"):
+            _compat.cpu_has_native_bfloat16()
+    finally:
+        _compat.cpu_has_native_bfloat16.cache_clear()
 
     class Bare:
         pass

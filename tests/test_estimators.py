@@ -1,4 +1,5 @@
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -518,5 +519,35 @@ def test_bfloat16_precision_trains_and_predicts_like_float32(cls):
     agree = (mixed.predict(X_TEST) == full.predict(X_TEST)).mean()
     assert agree > 0.8 and mixed.score(X_TEST, Y_TEST) > 0.6
     with pytest.raises(ValueError, match=r"'precision' parameter of .* must be one of "
-                                         r"\['float32', 'bfloat16'\]. Got 'fp8'"):
+                                         r"\['float32', 'bfloat16', 'auto'\]. Got 'fp8'"):
         cls(precision="fp8").fit(X_TRAIN, Y_TRAIN)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_takes_bfloat16_only_where_the_cpu_has_it(native, monkeypatch):
+    # Which CPU runs the tests decides the real answer (an AVX2 AMD EPYC has no bfloat16, an
+    # AMX Xeon has): both are checked here by setting the answer.
+    from mnist_estimators import _compat
+    from mnist_estimators.estimators import SlowPrecisionWarning
+
+    monkeypatch.setattr(_compat, "cpu_has_native_bfloat16", lambda: native)
+    auto = CNNClassifier(**FAST, precision="auto").fit(X_TRAIN, Y_TRAIN)
+    assert auto.uses_bfloat16() is native
+    assert CNNClassifier(precision="float32").uses_bfloat16() is False
+    assert CNNClassifier(precision="bfloat16").uses_bfloat16() is True
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        CNNClassifier(**FAST, precision="bfloat16").fit(X_TRAIN, Y_TRAIN)
+    slow = [w for w in caught if issubclass(w.category, SlowPrecisionWarning)]
+    if native:
+        assert slow == []
+    else:
+        (warning,) = slow
+        assert "precision='bfloat16'" in str(warning.message) and "'auto'" in str(warning.message)
+        assert warning.filename == __file__  # points at the user's fit
+
+
+def test_cpu_bfloat16_check_answers_on_this_machine():
+    from mnist_estimators import _compat
+
+    assert _compat.cpu_has_native_bfloat16() in (True, False)

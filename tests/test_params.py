@@ -56,7 +56,7 @@ def test_the_table_names_parameters_and_the_defaults_pass_it(cls):
     assert set(cls._parameter_constraints) <= set(est.get_params(deep=False))
     params.validate(est)
     texts = params.describe_all(cls)
-    assert texts["lr"] == "a float > 0" and texts["precision"] == "one of ['float32', 'bfloat16']"
+    assert texts["lr"] == "a float > 0" and texts["precision"] == "one of ['float32', 'bfloat16', 'auto']"
 
 
 def test_validation_follows_the_table_order_and_waits_for_fit():

@@ -324,6 +324,19 @@ def test_run_status_failed_and_killed_reraise(store):
     assert "TrainingDivergedError" in failed.data.tags["error"]
 
 
+def test_a_fit_that_raises_before_its_first_epoch_leaves_a_failed_run(store):
+    class Broken(Callback):
+        def on_epoch_begin(self, net, **kwargs):
+            raise RuntimeError("broken before the first epoch")
+
+    with pytest.raises(RuntimeError, match="broken before the first epoch"):
+        MLPClassifier(**FAST, callbacks=[("broken", Broken())]).fit(X_TRAIN, Y_TRAIN)
+    (run,) = _runs(store)
+    assert run.info.status == "FAILED" and run.info.end_time is not None
+    assert "RuntimeError: broken before the first epoch" in run.data.tags["error"]
+    assert run.data.params["max_epochs"] == "2" and run.inputs.dataset_inputs
+
+
 def test_early_stopping_is_not_a_kill(store):
     est = _fit(MLPClassifier, early_stopping=True, patience=1, max_epochs=40, lr=0.02,
                lr_schedule=None, dropout=0.0)

@@ -1,8 +1,8 @@
 """scikit-learn integration: the public methods that tell a fit where it stands, and
 ``autolog``'s parent runs for searches and ensembles.
 
-**What importing mnist_estimators changes in scikit-learn.** ``install()`` runs once, at import,
-and wraps these, as MLflow's own ``mlflow.sklearn.autolog`` wraps ``fit`` methods:
+**What importing the estimators changes in scikit-learn.** ``install()`` runs once, when this
+package is imported (with the estimators: ``hooks.load_plugins``), and wraps these, as MLflow's own ``mlflow.sklearn.autolog`` wraps ``fit`` methods:
 
 - ``Pipeline.fit``: its last step learns its Pipeline and raw X (the whole Pipeline is
   logged as the model);
@@ -17,8 +17,9 @@ Each wrapper only records, around the original call, and returns what it returns
 estimator with none of ours inside, it records nothing. ``uninstall()`` puts every original
 back. Nothing here reads the call stack (see the design page, docs/design.md).
 
-A function imported before mnist_estimators (``from sklearn.model_selection import
-cross_validate`` above ``import mnist_estimators`` in a script) is the original, unwrapped; its
+A function imported before the estimators (``from sklearn.model_selection import
+cross_validate`` above ``from mnist_estimators import MLPClassifier`` in a script) is the
+original, unwrapped; its
 folds are still told they are folds by the ``clone`` that scikit-learn's validation module
 calls for each of them (wrapped in that module: ``_compat.validation_module``), only with the
 generic label ``of cross_validate``.

@@ -1,0 +1,219 @@
+"""The first call of a fresh process: a script's first fit, the command line, a one-image predict.
+
+    python benchmarks/bench_coldstart.py [--data-home DIR] [--repeats 5] [--epochs 4]
+        [--sections fit cli]
+
+Every measurement is a new Python process, started the way a user starts one, and timed from
+the parent (interpreter start, imports, data, fit, exit):
+
+- ``fit``: a script that imports the package, loads the 60,000 MNIST training images and fits
+  ``MLPClassifier(max_epochs=4)`` (256-128, Adam 1e-3, batch 128, no validation split, no
+  schedule, seed 0), in four variants, run in turn within each repeat (the order rotates from
+  one repeat to the next, so that a drift of the shared machine falls on all of them):
+
+  - ``untracked``: ``tracking=False``;
+  - ``tracked, existing store``: tracked into a ``./mlruns`` store a previous process made;
+  - ``tracked, new store``: tracked, in a folder with no store yet (MLflow creates it);
+  - ``hand loop``: the peer, a plain PyTorch loop on the same module class, data, batch size
+    and optimizer (``import torch`` and the package's ``load_mnist`` and ``modules`` only).
+
+  Each child reports the time of its ``fit`` call (the loop, for the peer) and the parent the
+  whole process. Reported: medians and the spread (min-max) of ``--repeats``, tracking's extra
+  time on the first fit (tracked minus untracked, per repeat), and each variant's whole process
+  against the hand loop's.
+- ``cli``: ``mnist-estimators --help``, ``train --help``, ``import torch, sklearn, skorch`` (the
+  stack's import floor), and ``mnist-estimators predict model.pkl one.png`` for a saved MLP,
+  medians of ``--repeats``.
+
+Writes benchmarks/results/coldstart.json and prints the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import common  # benchmarks/common.py, next to this script
+
+SETTINGS = dict(optimizer="adam", lr=1e-3, batch_size=128, validation_fraction=None,
+                lr_schedule=None, random_state=0)
+
+# argv: data home, epochs, tracked 0/1
+OURS = r"""
+import json, sys, time
+from mnist_estimators import MLPClassifier, load_mnist
+X, y = load_mnist("train", data_home=sys.argv[1])
+start = time.perf_counter()
+MLPClassifier(max_epochs=int(sys.argv[2]), tracking=sys.argv[3] == "1", verbose=0,
+              **%(settings)r).fit(X, y)
+print(json.dumps({"fit_s": time.perf_counter() - start}))
+"""
+
+HAND = r"""
+import json, sys, time
+import torch
+from torch import nn
+from mnist_estimators.data import load_mnist
+from mnist_estimators.modules import MLP
+X, y = load_mnist("train", data_home=sys.argv[1])
+start = time.perf_counter()
+torch.manual_seed(0)
+model = MLP(n_features=784, n_classes=10, hidden_sizes=(256, 128), activation="relu",
+            dropout=0.1, batch_norm=False)
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+loss_fn = nn.CrossEntropyLoss()
+Xt, yt = torch.from_numpy(X).float().div_(255.0), torch.from_numpy(y).long()
+for _ in range(int(sys.argv[2])):
+    model.train()
+    perm = torch.randperm(len(Xt))
+    Xs, ys = Xt[perm], yt[perm]
+    for i in range(0, len(Xt), 128):
+        opt.zero_grad()
+        loss = loss_fn(model(Xs[i:i + 128]), ys[i:i + 128])
+        loss.backward()
+        opt.step()
+print(json.dumps({"fit_s": time.perf_counter() - start}))
+"""
+
+VARIANTS = ("untracked", "tracked, existing store", "tracked, new store", "hand loop")
+
+
+def clean_env():
+    # The children get the package's defaults: no store or switch inherited from this shell.
+    return {k: v for k, v in os.environ.items()
+            if k not in ("MLFLOW_TRACKING_URI", "MNIST_ESTIMATORS_TRACKING")}
+
+
+def timed(cmd, cwd, env=None):
+    """(whole-process seconds, the child's last stdout line parsed as JSON or None)."""
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{cmd[:3]} failed:\n{done.stderr[-3000:]}")
+    lines = done.stdout.strip().splitlines()
+    try:
+        return wall, json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        return wall, None
+
+
+def spread(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "values": values}
+
+
+def first_fit(variant, data_home, epochs, work):
+    ours = [sys.executable, "-c", OURS % {"settings": SETTINGS}, data_home, str(epochs)]
+    if variant == "hand loop":
+        return timed([sys.executable, "-c", HAND, data_home, str(epochs)], work)
+    if variant == "untracked":
+        return timed(ours + ["0"], work)
+    folder = Path(work) / "store"
+    if variant == "tracked, new store":
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(exist_ok=True)
+    return timed(ours + ["1"], folder)
+
+
+def section_fit(args):
+    out = {v: {"process_s": [], "fit_s": []} for v in VARIANTS}
+    with tempfile.TemporaryDirectory(prefix="coldstart-") as work:
+        # an existing store for the first "existing" variant, and the OS's file cache warm
+        first_fit("tracked, new store", args.data_home, 1, work)
+        for r in range(args.repeats):
+            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
+            # "existing" takes the store the previous tracked process left ("new" leaves one)
+            for variant in order:
+                wall, got = first_fit(variant, args.data_home, args.epochs, work)
+                out[variant]["process_s"].append(wall)
+                out[variant]["fit_s"].append(got["fit_s"])
+                print(f"  repeat {r + 1}, {variant}: process {wall:.2f} s, fit {got['fit_s']:.2f} s",
+                      flush=True)
+    result = {v: {k: spread(vals) for k, vals in d.items()} for v, d in out.items()}
+    base = out["untracked"]["fit_s"]
+    for variant in ("tracked, existing store", "tracked, new store"):
+        extra = [t - u for t, u in zip(out[variant]["fit_s"], base)]
+        result[variant]["extra_fit_s"] = spread(extra)
+    hand = out["hand loop"]["process_s"]
+    for variant in VARIANTS[:3]:
+        ratios = [o / h for o, h in zip(out[variant]["process_s"], hand)]
+        result[variant]["process_vs_hand"] = spread(ratios)
+    print(f"\nfirst fit of a fresh process: MLP {args.epochs} epochs on 60,000 images, "
+          f"median (min-max) of {args.repeats}")
+    print("| variant | whole process (s) | fit call (s) | tracking's extra on the fit (s) "
+          "| process / hand loop |\n|---|---|---|---|---|")
+    for variant in VARIANTS:
+        r = result[variant]
+        fmt = lambda s, f="{:.2f}": (f.format(s["median"]) + " (" + f.format(s["min"])  # noqa
+                                     + "-" + f.format(s["max"]) + ")")
+        extra = fmt(r["extra_fit_s"], "{:+.2f}") if "extra_fit_s" in r else ""
+        ratio = fmt(r["process_vs_hand"], "{:.2f}x") if "process_vs_hand" in r else ""
+        print(f"| {variant} | {fmt(r['process_s'])} | {fmt(r['fit_s'])} | {extra} | {ratio} |")
+    return result
+
+
+def section_cli(args):
+    from PIL import Image
+
+    from mnist_estimators import MLPClassifier, load_mnist
+    from mnist_estimators.persistence import save_model
+
+    exe = shutil.which("mnist-estimators")
+    if exe is None:
+        raise SystemExit("mnist-estimators is not on PATH: pip install -e . first")
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="coldstart-cli-") as work:
+        X, y = load_mnist("train", data_home=args.data_home)
+        model = save_model(MLPClassifier(max_epochs=1, tracking=False, random_state=0).fit(
+            X[:5000], y[:5000]), Path(work) / "mlp.pkl")
+        png = Path(work) / "one.png"
+        Image.fromarray(X[0].reshape(28, 28)).save(png)
+        commands = {
+            "mnist-estimators --help": [exe, "--help"],
+            "mnist-estimators train --help": [exe, "train", "--help"],
+            "import floor: python -c 'import torch, sklearn, skorch'":
+                [sys.executable, "-c", "import torch, sklearn, skorch"],
+            "mnist-estimators predict mlp.pkl one.png": [exe, "predict", str(model), str(png)],
+        }
+        for name in commands:
+            result[name] = []
+        for _ in range(args.repeats):
+            for name, cmd in commands.items():
+                result[name].append(timed(cmd, work)[0])
+    result = {k: spread(v) for k, v in result.items()}
+    floor = result["import floor: python -c 'import torch, sklearn, skorch'"]["median"]
+    print(f"\nthe command line, a fresh process each, median (min-max) of {args.repeats}")
+    print("| command | seconds | over the import floor |\n|---|---|---|")
+    for name, r in result.items():
+        print(f"| `{name}` | {r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f}) "
+              f"| {r['median'] - floor:+.2f} |")
+    return result
+
+
+def main(argv=None):
+    parser = common.parser(__doc__, "coldstart.json")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--sections", nargs="+", choices=["fit", "cli"], default=["fit", "cli"])
+    args = parser.parse_args(argv)
+    if not common.has_full_mnist(args.data_home):
+        raise SystemExit("full MNIST is needed: --data-home DIR (or $MNIST_ESTIMATORS_DATA)")
+    args.data_home = str(Path(args.data_home).resolve())
+    results = {"machine": common.machine(), "repeats": args.repeats, "epochs": args.epochs}
+    if "fit" in args.sections:
+        results["fit"] = section_fit(args)
+    if "cli" in args.sections:
+        results["cli"] = section_cli(args)
+    common.write_json(args.out, results)
+
+
+if __name__ == "__main__":
+    main()
