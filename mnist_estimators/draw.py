@@ -244,18 +244,19 @@ def create_app(catalogue, labelled_dir, write_token=None):
             length = int(request.headers.get("content-length", 0))
         except ValueError:
             raise HTTPException(400, "the Content-Length header is not a number") from None
-        body = bytearray()
-        if length <= MAX_BODY:
-            async for chunk in request.stream():  # a chunked body has no length: count bytes
-                body += chunk
-                if len(body) > MAX_BODY:
+        body, received = bytearray(), 0
+        # A body too large is still read (and dropped) up to DRAIN_LIMIT before the answer: a
+        # client that sends all of it before reading (urllib, requests) would otherwise get a
+        # broken pipe or a connection reset, not the 413. A chunked body has no length: its
+        # bytes are counted as they come.
+        if length <= DRAIN_LIMIT:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received <= MAX_BODY:
+                    body += chunk
+                elif received > DRAIN_LIMIT:
                     break
-        elif length <= DRAIN_LIMIT:
-            # Read (and drop) a body of moderate size before answering: a client that sends all
-            # of it before reading (urllib, requests) would otherwise get a broken pipe, not 413.
-            async for _ in request.stream():
-                pass
-        if max(length, len(body)) > MAX_BODY:
+        if max(length, received) > MAX_BODY:
             size = f"{length:,} bytes" if length > MAX_BODY else f"over {MAX_BODY:,} bytes"
             raise HTTPException(413, f"the image is too large ({size}); the limit is 1 MB "
                                 f"({MAX_BODY:,} bytes)")

@@ -12,6 +12,7 @@ skorch's own defaults are fixed here (see docs/design.md and the README's table)
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from numbers import Integral, Real
 from typing import ClassVar
@@ -40,6 +41,25 @@ from .training.schedules import n_train_samples as _n_train_samples  # noqa: F40
 from .training.speedups import SkorchLoopSpeedups
 
 PRECISIONS = ("float32", "bfloat16", "auto")
+
+
+def _one_thread_after_fork():
+    # torch's OpenMP thread pool does not survive a fork once it has run: a process forked
+    # after a fit (a multiprocessing "fork" Pool, the default start method on Linux) hung for
+    # ever in its first parallel operation (gomp_team_barrier_wait_end). With one thread, the
+    # child runs those operations on its own thread, as torch's DataLoader workers do (they
+    # call torch.set_num_threads(1) too). torch has no fork hook of its own for this.
+    torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_one_thread_after_fork)
+
+
+class SmallSplitWarning(UserWarning):
+    """The validation split of a fit leaves classes out of training, or is too small to score."""
+
+
+MIN_VALID_SAMPLES = 10  # fewer, and valid_acc moves in steps of 10% or more
 
 
 class SlowPrecisionWarning(UserWarning):
@@ -431,9 +451,29 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
         idx_train, idx_valid = train_test_split(
             np.arange(len(y_np)), test_size=n_valid, stratify=stratify,
             random_state=self.random_state)
+        self._warn_small_split(y_np, idx_train, n_valid)
         idx_train, idx_valid = torch.from_numpy(idx_train), torch.from_numpy(idx_valid)
         return (Dataset(X[idx_train].to(device), y[idx_train].to(device)),
                 Dataset(X[idx_valid].to(device), y[idx_valid].to(device)))
+
+    def _warn_small_split(self, y, idx_train, n_valid):
+        """Warn once per fit when the held-out split makes the fit or its scores meaningless:
+        classes that only the validation split holds (never trained on), or fewer than
+        ``MIN_VALID_SAMPLES`` validation samples."""
+        problems = []
+        left_out = np.setdiff1d(np.unique(y), np.unique(y[idx_train]))
+        if len(left_out):
+            labels = np.asarray(self.classes_)[left_out].tolist()
+            problems.append(f"class(es) {labels} are only in the validation split, so the "
+                            "network never trains on them")
+        if n_valid < MIN_VALID_SAMPLES:
+            problems.append(f"the validation split holds {n_valid} of {len(y)} samples, too few "
+                            "for valid_acc and valid_loss to mean anything")
+        if problems:
+            warnings.warn(
+                f"{type(self).__name__}(validation_fraction={self.validation_fraction}): "
+                + "; ".join(problems) + ". Fit on more data, or set validation_fraction=None.",
+                SmallSplitWarning, stacklevel=2)
 
     def get_iterator(self, dataset, training=False):
         if not training:

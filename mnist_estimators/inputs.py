@@ -43,7 +43,7 @@ class InputAdapter:
         input_scale : float
             The factor applied to float X, now and at predict time (1/255 or 1).
         """
-        X = self._check_array(X)
+        X = self._check_array(X, "fit")
         scale = self._pixel_scale(X)
         return self._to_tensor(X, scale), X.shape[1], scale
 
@@ -55,7 +55,20 @@ class InputAdapter:
                              f"{n_features} features as input.")
         return self._to_tensor(X, input_scale)
 
-    def _check_array(self, X):
+    def _check_dims(self, X, where):
+        """One line for an X that is not a table of images: scikit-learn's own message for a
+        1-D X prints the whole array (12,000 characters for a few images)."""
+        ndim = X.dim() if torch.is_tensor(X) else np.ndim(X)
+        if ndim >= 2:
+            return
+        shape = tuple(X.shape) if hasattr(X, "shape") else np.shape(X)
+        what = "a scalar" if ndim == 0 else f"a 1-D array of shape {shape}"
+        hint = " (one flattened image: X.reshape(1, -1))" if shape == (784,) else ""
+        raise ValueError(f"{self.owner}.{where}: X must be 2-D, (n, 784), or images, (n, 28, 28) "
+                         f"or (n, 1, 28, 28); got {what}{hint}.")
+
+    def _check_array(self, X, where="predict"):
+        self._check_dims(X, where)
         if torch.is_tensor(X):
             X = X.detach().cpu().numpy()
         X = check_array(X, dtype="numeric", allow_nd=True, ensure_all_finite=True, input_name="X")
@@ -96,6 +109,7 @@ class InputAdapter:
     def check_Xy(self, X, y):
         """Check that X and y are consistent and y holds classification labels;
         return them as arrays (X still unscaled, for ``fit_X``/``transform_X``)."""
+        self._check_dims(X, "fit")
         X, y = check_X_y(X, y, dtype=None, allow_nd=True, ensure_all_finite=True,
                          ensure_min_samples=1)
         check_classification_targets(y)

@@ -80,3 +80,36 @@ def fit_running():
         yield
     finally:
         _FITS_RUNNING[0] -= 1
+
+
+_watched = set()  # parent pids this process watches
+parent_gone = threading.Event()  # set when a watched parent has died (exit_with_parent)
+
+
+def exit_with_parent(parent_pid, interval=1.0, grace=30.0):
+    """In a worker process started by ``parent_pid`` (a loky worker of an experiment): when
+    that process is gone (SIGKILLed, crashed), send this one SIGTERM, so that a fit running
+    here ends its run KILLED with its model, then exit after ``grace`` seconds at most (the
+    task that sees the interrupt exits at once when ``parent_gone`` is set).
+
+    loky's workers only notice a dead parent when they next read their call queue, so a busy
+    worker trained on for minutes after its parent was killed; neither joblib nor loky has an
+    option for it. A daemon thread polls ``os.getppid()`` (the parent's death re-parents this
+    process), started once per process; it does nothing in the parent itself."""
+    import os
+
+    if parent_pid is None or os.getpid() == parent_pid or parent_pid in _watched:
+        return
+    _watched.add(parent_pid)
+
+    def watch():
+        import time
+
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        parent_gone.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mnist-estimators-parent-watch", daemon=True).start()

@@ -158,11 +158,42 @@ def test_bad_inputs_get_clear_errors(cls):
         est.fit(X_TRAIN, Y_TRAIN[:-1])
     with pytest.raises(ValueError, match=r"single-channel images .* shape \(400, 3, 28, 28\)"):
         est.fit(np.repeat(X_TRAIN.reshape(-1, 1, 28, 28), 3, axis=1), Y_TRAIN)
-    with pytest.raises(ValueError, match="Expected 2D array, got 1D"):
+    # One line naming what is wrong, not scikit-learn's message with the whole array in it
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}\.fit: X must be 2-D.* got a 1-D "
+                       r"array of shape \(784,\) \(one flattened image: X\.reshape\(1, -1\)\)\.$"):
         est.fit(X_TRAIN[0], Y_TRAIN[:1])
     fitted = small(cls, max_epochs=1).fit(X_TRAIN, Y_TRAIN)
     with pytest.raises(ValueError, match="X has 700 features, but .* is expecting 784"):
         fitted.predict(X_TEST[:, :700])
+    for bad, what in ((X_TEST[:3].ravel(), r"a 1-D array of shape \(2352,\)\.$"),
+                      (list(X_TEST[0]), r"a 1-D array of shape \(784,\)"),
+                      (torch.zeros(784), r"a 1-D array of shape \(784,\)"),
+                      (np.float32(3.0), r"a scalar\.$")):
+        for method in (fitted.predict, fitted.predict_proba):
+            with pytest.raises(ValueError, match=rf"^{cls.__name__}\.predict: .*got {what}") as exc:
+                method(bad)
+            assert len(str(exc.value)) < 200 and "\n" not in str(exc.value)
+
+
+def test_a_split_too_small_to_mean_anything_warns_once_saying_why():
+    from mnist_estimators.estimators import SmallSplitWarning
+
+    idx = [int(np.flatnonzero(Y_TRAIN == d)[0]) for d in (3, 5, 8)]  # one image each of 3, 5, 8
+    with pytest.warns(SmallSplitWarning) as caught:
+        small(MLPClassifier, max_epochs=1).fit(X_TRAIN[idx], Y_TRAIN[idx])
+    (warning,) = [w for w in caught if w.category is SmallSplitWarning]
+    message = str(warning.message)
+    assert message.startswith("MLPClassifier(validation_fraction=0.1): class(es) [")
+    assert "are only in the validation split, so the network never trains on them" in message
+    assert "the validation split holds 1 of 3 samples" in message
+    six = np.concatenate([np.flatnonzero(Y_TRAIN == d)[:6] for d in range(10)])
+    with pytest.warns(SmallSplitWarning, match=r"holds 6 of 60 samples") as caught:
+        small(MLPClassifier, max_epochs=1).fit(X_TRAIN[six], Y_TRAIN[six])
+    assert "only in the validation split" not in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SmallSplitWarning)
+        small(MLPClassifier, max_epochs=1).fit(X_TRAIN, Y_TRAIN)  # 40 stratified: no warning
+        small(MLPClassifier, max_epochs=1, validation_fraction=None).fit(X_TRAIN[idx], Y_TRAIN[idx])
 
 
 def test_cnn_needs_square_images():

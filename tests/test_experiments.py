@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -202,6 +203,67 @@ def test_an_interrupted_run_resumes_with_the_missing_cells_only(workdir):
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert rebuilt.stdout == again.stdout
     assert (workdir / "rep" / "report.md").read_text().strip() == rebuilt.stdout.strip()
+
+
+def _running(pid):
+    """Is ``pid`` a live process (not gone, not a zombie waiting to be reaped)?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _children_of(pid):
+    """The pids of the live processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_loky_workers_do_not_outlive_a_sigkilled_experiment_run(workdir):
+    # cells long enough to be mid-fit in both workers when the parent is SIGKILLed
+    (workdir / "two.toml").write_text(TWO_AXES.replace("max_epochs = 1", "max_epochs = 400"))
+    cli = [a if a != "1" else "2" for a in RUN_CLI]  # --n-jobs 2
+    proc = subprocess.Popen(cli, cwd=workdir, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, workers = time.time() + 200, []
+        while time.time() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            if (workdir / "mlruns" / "mlflow.db").exists():
+                client = open_store(f"sqlite:///{workdir}/mlruns/mlflow.db",
+                                    (workdir / "mlruns" / "artifacts").as_uri())
+                exps = [e.experiment_id for e in client.search_experiments()]
+                running = client.search_runs(exps, "attributes.status = 'RUNNING'")
+                # two cells' runs RUNNING: both workers are fitting
+                if len([r for r in running if "experiment.cell_id" in r.data.tags]) >= 2:
+                    workers = [c for c in _children_of(proc.pid)
+                               if "loky" in Path(f"/proc/{c}/cmdline").read_bytes().decode(
+                                   errors="replace")]
+        assert len(workers) >= 2, "the workers never started fitting"
+        proc.kill()
+        proc.wait(timeout=30)
+        deadline = time.time() + 45
+        while time.time() < deadline and any(map(_running, workers)):
+            time.sleep(0.5)
+        alive = [w for w in workers if _running(w)]
+        assert not alive, f"loky workers {alive} outlived their SIGKILLed parent"
+        # their cells' runs ended KILLED (SIGTERM stops a fit at its next batch), not RUNNING
+        cells = [r for r in client.search_runs(exps) if "experiment.cell_id" in r.data.tags]
+        assert "RUNNING" not in {r.info.status for r in cells}
+        assert "KILLED" in {r.info.status for r in cells}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_every_packaged_experiment_loads_and_expands():

@@ -689,3 +689,42 @@ def test_a_logged_model_loads_where_the_package_is_not_installed(store, tmp_path
     assert predicted.split() == [str(v) for v in est.predict(X_TEST[:20])]
     code = Path(where).parent
     assert (code / "training" / "__init__.py").is_file() and not (code / "pipelines").exists()
+
+
+def test_a_run_whose_model_waits_locally_is_not_reaped_as_killed(tmp_path, capsys):
+    # A fit that ended while its store was failing kept its model in the outbox; its run is
+    # still RUNNING in the store, and its process has exited. The reaper leaves it to the
+    # upload, which ends it FINISHED; a run of a dead process with nothing kept is KILLED.
+    import subprocess
+    import sys
+
+    from mnist_estimators.tracking import outbox
+    from mnist_estimators.tracking import store as store_module
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = store_module.open_store(uri, (tmp_path / "artifacts").as_uri())
+    exp_id = store_module.experiment_id(client, "reaping", (tmp_path / "artifacts").as_uri())
+    tags = {**store_module.process_tags(), store_module.PID_TAG: str(dead)}
+    tags.pop(store_module.START_TAG, None)
+    kept, lost = (store_module.create_run(client, exp_id, {**tags, "which": w}).info.run_id
+                  for w in ("kept", "lost"))
+    model = MLPClassifier(**FAST, tracking=False).fit(X_TRAIN, Y_TRAIN)
+    folder = tmp_path / "unlogged"
+    outbox.save_fallback(model, {"run_id": kept, "tracking_uri": uri, "status": "FINISHED",
+                                 "estimator": "MLPClassifier", "params": {}, "metrics": []},
+                         folder)
+    outbox.remember(folder)
+    capsys.readouterr()
+    assert store_module.reap(client) == [lost]
+    err = capsys.readouterr().err
+    assert f"marked 1 run(s) KILLED whose process had died: {lost}" in err
+    assert "left 1 run(s) of finished processes RUNNING" in err and str(folder) in err
+    assert kept in err and "mnist-estimators runs upload" in err
+    assert client.get_run(kept).info.status == "RUNNING"
+    assert client.get_run(lost).info.status == "KILLED"
+    uploaded, failed = outbox.upload(folder)
+    assert uploaded == [kept] and failed == {}
+    assert client.get_run(kept).info.status == "FINISHED"
+    assert client.get_run(kept).data.tags["model_uri"].startswith("models:/")

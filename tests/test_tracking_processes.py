@@ -433,6 +433,79 @@ def test_a_one_line_script_that_fits_and_exits_leaves_a_finished_run(tmp_path):
     assert mlflow.pyfunc.load_model(r.data.tags["model_uri"]).predict(X_TEST[:5]).shape == (5,)
 
 
+FORK_AFTER_FIT = """
+import multiprocessing
+import torch
+from mnist_estimators import MLPClassifier
+
+MLPClassifier(max_epochs=1, hidden_sizes=(64,), random_state=0).fit(X, y)  # the pool has run
+
+def work(seed):
+    a = torch.randn(512, 512)
+    (a @ a).sum().item()  # a parallel operation: it hung for ever here
+    m = MLPClassifier(max_epochs=1, hidden_sizes=(64,), random_state=seed).fit(X, y)
+    return {"threads": torch.get_num_threads(), "run": m.last_run_id_}
+
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    print(json.dumps({"parent_threads": torch.get_num_threads(),
+                      "children": pool.map_async(work, [1, 2]).get(timeout=120)}))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_fork_pool_after_a_fit_trains_and_its_runs_finish(tmp_path):
+    # torch's OpenMP pool does not survive a fork once used: the children get one thread.
+    proc = run([PY, str(script(tmp_path, FORK_AFTER_FIT))], tmp_path, timeout=240,
+               env=child_env(OMP_NUM_THREADS="2"))
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["parent_threads"] == 2
+    assert [c["threads"] for c in got["children"]] == [1, 1]
+    client = client_for(tmp_path)
+    statuses = {r.info.run_id: r.info.status for r in all_runs(client)}
+    assert len(statuses) == 3 and set(statuses.values()) == {"FINISHED"}
+    assert {c["run"] for c in got["children"]} <= set(statuses)
+
+
+DISK_FULL = """
+import resource, signal
+from skorch.callbacks import Callback
+from mnist_estimators import MLPClassifier
+
+MLPClassifier(max_epochs=1, hidden_sizes=(32,), random_state=0).fit(X, y)  # the store exists
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+
+class DiskFull(Callback):  # from the end of the first epoch, no file may grow past 4 kB
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == 1:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
+
+est = MLPClassifier(max_epochs=2, hidden_sizes=(256,), random_state=1,
+                    callbacks=[("full", DiskFull())]).fit(X, y)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print(json.dumps({"run": est.last_run_id_, "score": est.score(X, y)}))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_full_disk_mid_fit_gives_one_warning_and_a_failed_run(tmp_path):
+    # The store, the artifacts and the fallback folder are all on the full "disk" (a real
+    # write limit: RLIMIT_FSIZE). The fit still returns its model; the user gets one warning
+    # line, not MLflow's tracebacks; the run ends FAILED, and last_run_id_ names it.
+    proc = run([PY, str(script(tmp_path, DISK_FULL))], tmp_path, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["score"] > 0.3
+    warnings = [line for line in proc.stderr.splitlines() if "TrackingWarning" in line]
+    assert len(warnings) == 1, proc.stderr
+    assert "saving the model locally failed too" in warnings[0]
+    assert "Traceback" not in proc.stderr and "ERROR" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr  # the warning and its source
+    run_ = client_for(tmp_path).get_run(got["run"])
+    assert run_.info.status == "FAILED"
+    assert "the fitted model was not logged" in run_.data.tags["error"]
+
+
 # --------------------------------------------------------------------------- 6. two tune workers
 
 

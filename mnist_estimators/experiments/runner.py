@@ -64,15 +64,19 @@ def load_data(exp, protocol, data_home=None):
 # --------------------------------------------------------------------------- one cell
 
 
-def run_cell(estimator, cell, X, y, X_test, y_test, threads):
+def run_cell(estimator, cell, X, y, X_test, y_test, threads, parent_pid=None):
     """Fit one cell where joblib puts it (this process, a loky worker, a Dask worker) and put
     its result on its run: test and train accuracy and ``experiment.outcome``. A fit that
     diverges is a result (the seeds' "overflow"), not an error; any other failure is recorded
-    as "failed" and the next run of the experiment tries the cell again."""
+    as "failed" and the next run of the experiment tries the cell again. ``parent_pid``: the
+    process running the experiment, which a loky worker does not outlive."""
     import torch
 
     from .. import tracking
+    from ..signals import exit_with_parent, parent_gone
     from ..training import TrainingDivergedError
+
+    exit_with_parent(parent_pid)
 
     torch.set_num_threads(threads)  # n_jobs workers share the cores instead of oversubscribing
     net = estimator[-1] if hasattr(estimator, "steps") else estimator
@@ -87,6 +91,10 @@ def run_cell(estimator, cell, X, y, X_test, y_test, threads):
         outcome, error = "diverged", str(exc)
     except Exception as exc:  # noqa: BLE001 - one cell's failure must not stop the others
         outcome, error = "failed", f"{type(exc).__name__}: {exc}"
+    except KeyboardInterrupt:
+        if parent_gone.is_set():  # the fit ended its run KILLED; no one waits for this cell
+            os._exit(1)
+        raise
     row = {"cell_id": cell.id, "value": cell.value, "seed": cell.seed, "outcome": outcome,
            "error": error, "seconds": time.perf_counter() - start, **metrics,
            "run_id": getattr(net, "last_run_id_", None)}
@@ -185,7 +193,10 @@ def _execute(jobs, data, n_jobs, backend, progress, exp, protocol, skipped, tota
     bar = tqdm(total=total, initial=skipped, unit="cell", disable=not progress,
                desc=f"{exp.name} · {protocol}", dynamic_ncols=True)
     rows = []
-    tasks = (joblib.delayed(run_cell)(est, cell, *data, threads) for est, cell in jobs)
+    # loky's workers are this process's children: they end when it does (a Dask worker's
+    # life is its cluster's business)
+    parent_pid = os.getpid() if backend == "loky" else None
+    tasks = (joblib.delayed(run_cell)(est, cell, *data, threads, parent_pid) for est, cell in jobs)
     with joblib.parallel_config(backend=backend, n_jobs=n_jobs if backend == "loky" else -1):
         for row in joblib.Parallel(return_as="generator_unordered")(tasks):
             rows.append(row)

@@ -18,7 +18,7 @@ from skorch.callbacks.logging import filter_log_keys
 from ..calibration import expected_calibration_error
 from ..signals import catch_sigterm, release_sigterm
 from . import scopes
-from .console import say, warn
+from .console import brief, say, warn
 from .context import RunContext, resolve_options
 from .parents import capture_context, current_parent
 from .run import FitRun, describe
@@ -192,7 +192,9 @@ class MlflowRunLogger(MlflowLogger):
             if status == "KILLED" and run.run_id is not None:
                 where = (f"kept in {kept}" if kept else "logged with the run") if model is not None \
                     else "not kept (no epoch had finished)" if options["log_model"] else "not logged"
-                say(f"run {run.run_id} ended KILLED after {len(history)} epoch(s) "
+                # skorch adds an epoch's row when it begins: the interrupted one has no "dur"
+                done = sum(1 for row in history if "dur" in row)
+                say(f"run {run.run_id} ended KILLED after {done} finished epoch(s) "
                     f"({str(error) or 'Ctrl-C'}); the last finished epoch's model was {where}")
         finally:
             self.run_ = None  # the estimator keeps no client or data past its fit
@@ -218,7 +220,7 @@ class MlflowRunLogger(MlflowLogger):
             return column, proba, expected_calibration_error(column, proba)
         except Exception as exc:  # noqa: BLE001 - like a figure that fails: the run goes on
             warn(f"run {run.run_id}: the validation predictions could not be made "
-                 f"({type(exc).__name__}: {exc}); the run is logged without its validation "
+                 f"({brief(exc)}); the run is logged without its validation "
                  "figures and ECE", exc)
             return None
 

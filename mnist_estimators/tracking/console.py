@@ -44,3 +44,12 @@ def say(message):
     """A one-line notice on stderr (housekeeping the user should see, not a problem)."""
     logger.info(message)
     print(f"mnist-estimators: {message}", file=sys.stderr, flush=True)
+
+
+def brief(exc, limit=300):
+    """``Type: the first line of its message``, at most ``limit`` characters: SQLAlchemy's
+    errors go on with the SQL statement and a link, on more lines, and a warning is one line."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -14,6 +14,26 @@ import numpy as np
 from ..persistence import load_model, save_model, write_json
 from . import artifacts, store
 from .console import say
+from .context import DEFAULT_OPTIONS
+
+_folders = {DEFAULT_OPTIONS["fallback_dir"]}  # the fallback folders this process knows
+
+
+def remember(folder):
+    """Count ``folder`` among the fallback folders whose runs the reaper leaves alone."""
+    _folders.add(str(folder))
+
+
+def waiting_runs(uri):
+    """{run id: folder} of the runs of store ``uri`` whose model waits in a fallback folder
+    known to this process (the default one, and any a fit or an upload used)."""
+    return {record["run_id"]: folder for folder in sorted(_folders)
+            for _, record in pending(folder)
+            if record.get("run_id") and record.get("tracking_uri") == uri}
+
+
+store.kept_elsewhere.append(waiting_runs)
+
 
 def save_fallback(model, record, fallback_dir):
     """Keep a model whose run could not be logged: ``NAME.pkl`` (the model, checksummed) and
@@ -31,6 +51,7 @@ def save_fallback(model, record, fallback_dir):
 def pending(fallback_dir="models/unlogged", parent_run_id=None):
     """The records of models waiting in ``fallback_dir`` (optionally: children of one parent
     run), as a list of (json path, record)."""
+    remember(fallback_dir)
     out = []
     for path in sorted(Path(fallback_dir).glob("*.json")):
         try:

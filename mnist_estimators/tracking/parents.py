@@ -16,7 +16,7 @@ import numpy as np
 from ..signals import catch_sigterm, release_sigterm
 from . import artifacts, outbox, store
 from . import context as switch
-from .console import say, warn
+from .console import brief, say, warn
 from .context import RunContext, is_enabled
 from .datasets import dataset_input, make_dataset
 from .scopes import kind, members
@@ -106,7 +106,7 @@ def parent_run(run_name=None, experiment=None, tags=None, run_id=None, data_sour
         run = _start_parent(client, root, run_name, experiment, tags, run_id, current_parent())
     except Exception as exc:  # noqa: BLE001 - the fits inside fall back and say so
         warn(f"MLflow tracking failed while starting the parent run '{run_name}' "
-             f"({type(exc).__name__}: {exc}); its fits are not grouped", exc)
+             f"({brief(exc)}); its fits are not grouped", exc)
         yield None
         return
     # nested: MLflow refuses a second active run in a thread otherwise (the first stays open)
@@ -127,7 +127,7 @@ def parent_run(run_name=None, experiment=None, tags=None, run_id=None, data_sour
         status, reason = "KILLED", str(exc) or "Ctrl-C"
         raise
     except BaseException as exc:
-        status, reason = "FAILED", f"{type(exc).__name__}: {exc}"
+        status, reason = "FAILED", f"{brief(exc)}"
         raise
     finally:
         release_sigterm(previous_sigterm)
@@ -150,7 +150,7 @@ def parent_run(run_name=None, experiment=None, tags=None, run_id=None, data_sour
                 store.call(client.set_terminated, run.info.run_id, status)
         except Exception as exc:  # noqa: BLE001 - never hide the exception that ended the block
             warn(f"MLflow could not mark parent run {run.info.run_id} {status} "
-                 f"({type(exc).__name__}: {exc}); `mnist-estimators runs reap` ends it once this "
+                 f"({brief(exc)}); `mnist-estimators runs reap` ends it once this "
                  "process has exited", exc)
         else:
             if status == "KILLED":  # a fit says so itself; the search around it does too
@@ -170,7 +170,7 @@ def new_parent_run(run_name=None, experiment=None, tags=None):
         return _start_parent(client, root, run_name, experiment, tags, None, None).info.run_id
     except Exception as exc:  # noqa: BLE001 - parent_run says it again, once, if it fails too
         warn(f"MLflow tracking failed while creating the parent run '{run_name}' "
-             f"({type(exc).__name__}: {exc})", exc)
+             f"({brief(exc)})", exc)
         return None
 
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from . import artifacts, outbox, store
-from .console import warn
+from .console import brief, warn
 from .context import TrackingError
 from .datasets import dataset_input, make_dataset
 
@@ -78,7 +78,7 @@ class FitRun:
             self.broken = (what, exc)
             if self.options["on_error"] == "raise":
                 raise TrackingError(f"MLflow tracking failed while {what}: "
-                                    f"{type(exc).__name__}: {exc}") from exc
+                                    f"{brief(exc)}") from exc
             return None
 
     @property
@@ -100,6 +100,7 @@ class FitRun:
         if uri is None:
             uri, root = store.resolve_uri()
         self.record.update(tracking_uri=uri, artifact_root=root, parent_run_id=ctx.parent_run_id)
+        outbox.remember(self.options["fallback_dir"])  # its waiting runs are not reaped
         self.client = store.open_store(uri, root)
         if _unended:
             end_pending()
@@ -159,7 +160,7 @@ class FitRun:
             try:
                 self._start_system_metrics()
             except Exception as exc:  # noqa: BLE001 - an extra: the run goes on without it
-                warn(f"MLflow system metrics could not start ({type(exc).__name__}: {exc}); "
+                warn(f"MLflow system metrics could not start ({brief(exc)}); "
                      "the run is logged without them", exc)
 
     def _start_system_metrics(self):
@@ -253,7 +254,7 @@ class FitRun:
         elif self.broken is not None and status == "FINISHED":
             what, exc = self.broken
             status = "FAILED"
-            tags["error"] = (f"tracking failed while {what} ({type(exc).__name__}: {exc}); the "
+            tags["error"] = (f"tracking failed while {what} ({brief(exc)}); the "
                              "fitted model was not logged")[:5000]
         try:
             for key, value in tags.items():
@@ -271,7 +272,7 @@ class FitRun:
 
     def _fall_back(self, model, example):
         what, exc = self.broken
-        problem = f"MLflow tracking failed while {what} ({type(exc).__name__}: {exc})"
+        problem = f"MLflow tracking failed while {what} ({brief(exc)})"
         if model is None:
             warn(f"{problem}; the run's metrics are lost (no model was to be logged)", exc)
             return None
@@ -282,8 +283,8 @@ class FitRun:
         try:
             path = outbox.save_fallback(model, self.record, self.options["fallback_dir"])
         except Exception as save_exc:  # noqa: BLE001 - e.g. the same full disk
-            warn(f"{problem}; saving the model locally failed too ({type(save_exc).__name__}: "
-                 f"{save_exc}): the fitted model exists only in memory, in this estimator", exc)
+            warn(f"{problem}; saving the model locally failed too ({brief(save_exc)})"
+                 f": the fitted model exists only in memory, in this estimator", exc)
             return None
         warn(f"{problem}; the fitted model was saved to {path} (`mnist-estimators runs upload "
              f"{self.options['fallback_dir']}` logs it to MLflow once the store works)", exc)

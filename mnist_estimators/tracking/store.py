@@ -114,6 +114,7 @@ def open_store(uri, artifact_root=None):
 
 
 reaped_at_open = {}         # uri -> run ids this process reaped when it first opened the store
+kept_elsewhere = []         # fn(uri) -> {run id: where its model waits}: runs not to reap
 
 
 def _after_fork_in_child():
@@ -237,10 +238,36 @@ _RETRIED = ("database is locked", "UNIQUE constraint failed: datasets.",
             'duplicate key value violates unique constraint "dataset_pk"')
 
 
+class _OurCallsOnly(logging.Filter):
+    """Drops what MLflow's SQL store logs at ERROR, with a full traceback, just before it raises
+    the same error (``mlflow.store.db.utils``: "SQLAlchemy database error. The following
+    exception is caught."), while one of this package's calls runs in the thread: the error
+    reaches the fit, which says what failed in one warning. Other callers' logs are untouched.
+    MLflow has no switch for that log."""
+
+    active = threading.local()
+
+    def filter(self, record):
+        return not getattr(self.active, "on", False) or record.levelno < logging.ERROR
+
+
+_db_errors = _OurCallsOnly()
+logging.getLogger("mlflow.store.db.utils").addFilter(_db_errors)
+
+
 def call(fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` with short HTTP limits, retried with backoff while SQLite says
     "database is locked" (many processes writing one store), or after another process inserted
     the same dataset first (a SQLite store, or a server on PostgreSQL)."""
+    outer = getattr(_db_errors.active, "on", False)
+    _db_errors.active.on = True
+    try:
+        return _call(fn, *args, **kwargs)
+    finally:
+        _db_errors.active.on = outer
+
+
+def _call(fn, *args, **kwargs):
     for attempt in range(LOCKED_RETRIES + 1):
         try:
             with http_limits():
@@ -351,7 +378,15 @@ def reap(client, parent_run_id=None):
     where = f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'"
     if parent_run_id is not None:
         where += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
-    reaped = []
+    # A run whose fit finished while the store was failing has its model waiting locally (the
+    # outbox registers here): the upload ends it with its true status, so it is not KILLED.
+    waiting = {}
+    for find in kept_elsewhere:
+        try:
+            waiting.update(find(client.tracking_uri))
+        except Exception:  # noqa: BLE001 - an unreadable outbox: reap as before
+            pass
+    reaped, spared = [], []
     for i in range(0, len(exps), 100):
         runs = call(client.search_runs, exps[i:i + 100], max_results=1000, filter_string=where)
         for run in runs:
@@ -362,6 +397,9 @@ def reap(client, parent_run_id=None):
                 continue
             if _alive(pid, tags.get(START_TAG)):
                 continue
+            if run.info.run_id in waiting:
+                spared.append(run.info.run_id)
+                continue
             stamps = [m.timestamp for key in run.data.metrics
                       for m in call(client.get_metric_history, run.info.run_id, key)]
             stamps.append(run.info.start_time or 0)
@@ -371,4 +409,9 @@ def reap(client, parent_run_id=None):
             reaped.append(run.info.run_id)
     if reaped:
         say(f"marked {len(reaped)} run(s) KILLED whose process had died: {', '.join(reaped)}")
+    if spared:
+        folders = sorted({str(waiting[run_id]) for run_id in spared})
+        say(f"left {len(spared)} run(s) of finished processes RUNNING: their fits ended while "
+            f"the store was failing, and their models wait in {', '.join(folders)} for "
+            f"`mnist-estimators runs upload` ({', '.join(spared)})")
     return reaped
