@@ -58,14 +58,20 @@ class InputAdapter:
     def _check_dims(self, X, where):
         """One line for an X that is not a table of images: scikit-learn's own message for a
         1-D X prints the whole array (12,000 characters for a few images)."""
-        ndim = X.dim() if torch.is_tensor(X) else np.ndim(X)
+        try:
+            ndim = X.dim() if torch.is_tensor(X) else getattr(X, "ndim", None)
+            if ndim is None:
+                ndim = np.ndim(X)  # lists; scikit-learn's _NotAnArray refuses it: then below
+        except TypeError:
+            return  # an array-like numpy cannot measure: scikit-learn's validation judges it
         if ndim >= 2:
             return
         shape = tuple(X.shape) if hasattr(X, "shape") else np.shape(X)
         what = "a scalar" if ndim == 0 else f"a 1-D array of shape {shape}"
-        hint = " (one flattened image: X.reshape(1, -1))" if shape == (784,) else ""
+        hint = ": X.reshape(1, -1) for one flattened image" if shape == (784,) else ""
+        # "Reshape your data": the words scikit-learn's own message has, and its checks expect
         raise ValueError(f"{self.owner}.{where}: X must be 2-D, (n, 784), or images, (n, 28, 28) "
-                         f"or (n, 1, 28, 28); got {what}{hint}.")
+                         f"or (n, 1, 28, 28); got {what}. Reshape your data{hint}.")
 
     def _check_array(self, X, where="predict"):
         self._check_dims(X, where)

@@ -160,15 +160,16 @@ def test_bad_inputs_get_clear_errors(cls):
         est.fit(np.repeat(X_TRAIN.reshape(-1, 1, 28, 28), 3, axis=1), Y_TRAIN)
     # One line naming what is wrong, not scikit-learn's message with the whole array in it
     with pytest.raises(ValueError, match=rf"^{cls.__name__}\.fit: X must be 2-D.* got a 1-D "
-                       r"array of shape \(784,\) \(one flattened image: X\.reshape\(1, -1\)\)\.$"):
+                       r"array of shape \(784,\)\. Reshape your data: X\.reshape\(1, -1\) for one "
+                       r"flattened image\.$"):
         est.fit(X_TRAIN[0], Y_TRAIN[:1])
     fitted = small(cls, max_epochs=1).fit(X_TRAIN, Y_TRAIN)
     with pytest.raises(ValueError, match="X has 700 features, but .* is expecting 784"):
         fitted.predict(X_TEST[:, :700])
-    for bad, what in ((X_TEST[:3].ravel(), r"a 1-D array of shape \(2352,\)\.$"),
+    for bad, what in ((X_TEST[:3].ravel(), r"a 1-D array of shape \(2352,\)\. Reshape your data\.$"),
                       (list(X_TEST[0]), r"a 1-D array of shape \(784,\)"),
                       (torch.zeros(784), r"a 1-D array of shape \(784,\)"),
-                      (np.float32(3.0), r"a scalar\.$")):
+                      (np.float32(3.0), r"a scalar\. Reshape your data\.$")):
         for method in (fitted.predict, fitted.predict_proba):
             with pytest.raises(ValueError, match=rf"^{cls.__name__}\.predict: .*got {what}") as exc:
                 method(bad)

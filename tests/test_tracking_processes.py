@@ -438,7 +438,9 @@ import multiprocessing
 import torch
 from mnist_estimators import MLPClassifier
 
+torch.set_num_threads(2)
 MLPClassifier(max_epochs=1, hidden_sizes=(64,), random_state=0).fit(X, y)  # the pool has run
+parent_threads = torch.get_num_threads()
 
 def work(seed):
     a = torch.randn(512, 512)
@@ -447,7 +449,7 @@ def work(seed):
     return {"threads": torch.get_num_threads(), "run": m.last_run_id_}
 
 with multiprocessing.get_context("fork").Pool(2) as pool:
-    print(json.dumps({"parent_threads": torch.get_num_threads(),
+    print(json.dumps({"parent_threads": parent_threads,
                       "children": pool.map_async(work, [1, 2]).get(timeout=120)}))
 """
 
