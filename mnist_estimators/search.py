@@ -15,7 +15,8 @@
   persistent storage resumes where it stopped, and several processes can work on it at once:
   a new SQLite study is created under a file lock, each trial's sampler is seeded by the trial
   number (so workers never draw the same parameters, and one worker is reproducible), and
-  the study stops when it holds ``n_trials`` finished trials, whoever ran them.
+  the study stops when it holds ``n_trials`` finished trials, whoever ran them (``_held``:
+  a trial started for a place another worker's running trial holds ends FAIL, unrun).
 - MLflow: the study is one parent run, whose id is kept in the study itself, so a resumed
   study and every worker process use the same parent; each trial's fits are its children (the
   trial number is a tag); the parent gets the best params and value, Optuna's plots, and the
@@ -25,6 +26,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,33 @@ from . import _compat, tracking
 HISTORY_METRICS = ("valid_acc", "valid_loss", "train_loss")
 PARENT_ATTR = "mlflow_parent_run_id"
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+RUNNING = optuna.trial.TrialState.RUNNING
+
+
+class SurplusTrial(Exception):
+    """A trial that starts when its named study already holds ``n_trials`` trials finished or
+    running: it ends FAIL without fitting (user attr ``surplus``), and its worker stops."""
+
+
+def _held(study, since, heartbeat, below=None):
+    """How many trials of ``study`` count towards ``n_trials``: finished (COMPLETE, PRUNED),
+    or RUNNING in a live worker, numbered below ``below`` when given.
+
+    A RUNNING trial counts, so that a worker does not start a trial the study will not need
+    while another worker finishes the last one (Optuna's ``MaxTrialsCallback`` counts the
+    states it is given, but cannot tell a live worker's RUNNING trial from one a crashed
+    worker left behind). With a heartbeat, Optuna marks the crashed ones FAIL before each
+    trial; without one, a RUNNING trial that started before this ``tune`` call is taken for a
+    crashed worker's and not counted, or a rerun could never complete the study.
+    """
+    count = 0
+    for t in study.get_trials(deepcopy=False, states=FINISHED + (RUNNING,)):
+        if below is not None and t.number >= below:
+            continue
+        if t.state == RUNNING and not heartbeat and (t.datetime_start or since) < since:
+            continue
+        count += 1
+    return count
 
 
 class PruningCallback(SkorchPruningCallback):
@@ -190,13 +219,26 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
     if cv is None and not final._has_validation():
         raise ValueError("tune(cv=None) scores each trial on the estimator's validation split: "
                          "set validation_fraction > 0, or pass cv=k.")
+    backend = make_storage(storage, heartbeat_interval)
     study = optuna.create_study(
-        storage=make_storage(storage, heartbeat_interval), study_name=study_name,
+        storage=backend, study_name=study_name,
         direction=direction, load_if_exists=study_name is not None,
         sampler=TrialSeededTPESampler(seed=seed, constant_liar=storage is not None),
         pruner=make_pruner(pruner))
 
+    since = datetime.datetime.now()  # Optuna's trial start times are local and naive too
+    # RDBStorage's public getter; a storage without one (journal, memory) has no heartbeat
+    heartbeat = getattr(backend, "get_heartbeat_interval", lambda: None)() is not None
+
     def objective(trial):
+        if study_name:  # two workers may both have started a trial for the last place
+            held = _held(study, since, heartbeat, below=trial.number)
+            if held >= n_trials:
+                study.stop()
+                trial.set_user_attr("surplus", True)
+                raise SurplusTrial(f"study {study.study_name!r} already holds {held} finished or "
+                                   f"running trials (n_trials={n_trials}): trial "
+                                   f"{trial.number} is not run")
         params = suggest(trial, space)
         # what set_params got, for the refit (a function space's trial params differ from it)
         trial.set_user_attr("set_params", _jsonable(params))
@@ -230,14 +272,19 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
     callbacks = list(callbacks or [])
     if study_name:
         # A named study runs until it holds n_trials complete or pruned trials, whichever
-        # worker ran them (a failed trial, e.g. of a crashed worker, is not counted).
-        callbacks.insert(0, optuna.study.MaxTrialsCallback(n_trials, states=FINISHED))
+        # worker ran them (a failed trial, e.g. of a crashed worker, is not counted): a worker
+        # stops once the finished trials and the other workers' running ones make n_trials.
+        def stop_when_held(study, trial):
+            if _held(study, since, heartbeat) >= n_trials:
+                study.stop()
+
+        callbacks.insert(0, stop_when_held)
     with tracking.parent_run(study.study_name, tags={"optuna.study": study.study_name},
                              run_id=_study_parent(study, storage)) as parent:
         done = len(study.get_trials(deepcopy=False, states=FINISHED))
         study.optimize(objective, n_trials=max(0, n_trials - done) if study_name else n_trials,
                        timeout=timeout, n_jobs=n_jobs, callbacks=callbacks,
-                       catch=(FloatingPointError,))
+                       catch=(FloatingPointError, SurplusTrial))
         best = study.best_trial
         best_model = None
         if refit:
@@ -287,7 +334,7 @@ def _log_study(parent, study, best_model, X, register_as):
         client.set_tag(parent.run_id, f"best.{k}", str(v)[:5000])
     client.set_tag(parent.run_id, "best.trial", str(best.number))
     client.log_metric(parent.run_id, "best_value", best.value)
-    states = [t.state.name for t in study.trials]
+    states = [t.state.name for t in study.trials if not t.user_attrs.get("surplus")]
     for state in ("COMPLETE", "PRUNED", "FAIL"):
         client.log_metric(parent.run_id, f"n_trials_{state.lower()}", states.count(state))
     plots = {"optimization_history.png": ovm.plot_optimization_history,

@@ -2,6 +2,7 @@
 workers, a CLI killed mid-run, a Dask LocalCluster)."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,6 +183,14 @@ def test_an_interrupted_run_resumes_with_the_missing_cells_only(workdir):
     assert proc.returncode == 130, err
     assert "interrupted" in err
 
+    # a report of the unfinished store counts what is missing and judges no claim on it
+    partial = subprocess.run([sys.executable, "-m", "mnist_estimators.cli", "experiment",
+                              "report", "two.toml", "--protocol", "quick"],
+                             cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert partial.returncode == 0, partial.stderr
+    missing = int(re.search(r"\*\*(\d+) of 8 cells have no result yet\*\*", partial.stdout)[1])
+    assert 1 <= missing <= 7
+
     again = subprocess.run(RUN_CLI, cwd=workdir, env=env, capture_output=True, text=True,
                            timeout=240)
     assert again.returncode == 0, again.stderr
@@ -195,6 +204,22 @@ def test_an_interrupted_run_resumes_with_the_missing_cells_only(workdir):
                                  filter_string="tags.`experiment.outcome` = 'ok'")
     assert len({r.data.tags["experiment.cell_id"] for r in results}) == 8
     assert "| lr=0.01 · batch_size=32 |" in again.stdout  # the report, on stdout
+    assert "have no result yet" not in again.stdout
+    # the interrupted attempt names the run that replaced it, and the UI filter for the
+    # latest run of each cell shows one run a cell
+    everything = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                    filter_string="tags.`experiment.cell_id` LIKE '%'")
+    by_id = {r.info.run_id: r for r in everything}
+    killed = [r for r in everything if r.info.status == "KILLED"]
+    assert killed
+    for run in killed:
+        result = by_id[run.data.tags["experiment.superseded"]]
+        assert result.data.tags["experiment.cell_id"] == run.data.tags["experiment.cell_id"]
+        assert result.info.status == "FINISHED"
+    latest = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                filter_string="tags.`experiment.superseded` = 'no'")
+    assert sorted(r.data.tags["experiment.cell_id"] for r in latest) == \
+        sorted(r.data.tags["experiment.cell_id"] for r in results)
 
     # and the report rebuilds from the store alone
     rebuilt = subprocess.run([sys.executable, "-m", "mnist_estimators.cli", "experiment",

@@ -359,3 +359,44 @@ def test_cells_of_an_earlier_version_of_the_file_are_left_out(store, exp):
     assert "| He | 1 | 0.9500 |" in built.markdown
     # collect alone keeps everything
     assert len(report.collect(client, pid)[0]) == 2
+
+
+def test_earlier_runs_of_a_cell_name_the_run_that_replaced_them(store):
+    client, pid = store["client"], store["parent"]
+    assert report.mark_superseded(client, pid) == 2
+    children = client.search_runs([store["exp_id"]], f"tags.mlflow.parentRunId = '{pid}'")
+    marked = {r.info.run_id: r.data.tags["experiment.superseded"] for r in children
+              if "experiment.superseded" in r.data.tags}
+    ids = store["ids"]
+    # Xavier seed 1's KILLED first attempt, and He seed 0's KILLED rerun after its result
+    assert sorted(marked.values()) == sorted([ids["Xavier", 1], ids["He", 0]])
+    assert not set(marked) & set(ids.values())  # a result is never marked
+    assert report.mark_superseded(client, pid) == 0  # already marked
+
+
+def test_an_unfinished_store_counts_missing_cells_and_judges_no_claim_that_reads_them(store):
+    exp = Experiment.from_dict({**SPEC, "claims": SPEC["claims"] + [
+        {"text": "He beats zero", "kind": "better", "a": "He", "b": "zero"}]})
+    client = store["client"]
+    pid = client.create_run(store["exp_id"], tags={"experiment.name": exp.name,
+                                                   "experiment.protocol": "fast"}).info.run_id
+    t = T0 + 2 * 10**9
+    for cell in exp.cells("fast"):
+        t += 10_000
+        if cell.value == "zero":
+            _child(client, store["exp_id"], pid, cell, t, outcome="diverged", curve=[0.1])
+        elif (cell.value, cell.seed) == ("Xavier", 2):  # interrupted, and not run again yet
+            _child(client, store["exp_id"], pid, cell, t, status="KILLED", outcome="",
+                   curve=[0.5])
+        else:
+            _child(client, store["exp_id"], pid, cell, t, test=TEST[cell.value][cell.seed],
+                   train=TRAIN[cell.value][cell.seed], curve=[0.9])
+    rep = report.build(client, pid, exp)
+    assert [c.name for c in rep.missing] == ["Xavier · seed 2"]
+    assert "**1 of 9 cells have no result yet**" in rep.markdown
+    assert "experiment run t-report-init --protocol fast" in rep.markdown
+    held = {c["text"]: c["held"] for c in rep.claims}
+    assert held.pop("He beats zero") is True  # reads only values with all their results
+    assert set(held.values()) == {None}
+    assert rep.claims[0]["evidence"] == "not judged yet: 1 cell(s) of Xavier have no result"
+    assert report.mark_superseded(client, pid) == 0  # Xavier seed 2 has no result to name

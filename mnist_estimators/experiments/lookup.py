@@ -38,9 +38,17 @@ def find_parent(client, exp, protocol):
     return runs[0].info.run_id if runs else None
 
 
+SUPERSEDED = TAG + "superseded"  # "no" while a run is its cell's latest, else the id of its result
+
+
+def is_result(status, outcome):
+    """Whether a cell's run is its result: FINISHED with outcome "ok", or a fit that diverged
+    (the seeds' "overflow": a result, not an error)."""
+    return (outcome == "ok" and status == "FINISHED") or outcome == "diverged"
+
+
 def done_cells(client, parent_run_id):
-    """Ids of the cells with a result under ``parent_run_id``: a FINISHED run with outcome
-    "ok", or a run whose fit diverged."""
+    """Ids of the cells with a result (``is_result``) under ``parent_run_id``."""
     exp_id = store.call(client.get_run, parent_run_id).info.experiment_id
     done, token = set(), None
     while True:
@@ -49,7 +57,7 @@ def done_cells(client, parent_run_id):
                        max_results=1000, page_token=token)
         for r in page:
             outcome = r.data.tags.get(TAG + "outcome")
-            if (outcome == "ok" and r.info.status == "FINISHED") or outcome == "diverged":
+            if is_result(r.info.status, outcome):
                 done.add(r.data.tags.get(TAG + "cell_id"))
         token = page.token
         if not token:

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..persistence import atomic_write, write_json
+from .lookup import SUPERSEDED, is_result
 
 ROW_COLUMNS = ["value", "seed", "cell_id", "run_id", "status", "outcome", "test_accuracy",
                "train_accuracy", "best_valid_acc", "n_epochs", "fit_time_s", "attempts"]
@@ -46,6 +47,7 @@ class Report:
     figures: dict = field(default_factory=dict)
     curves: dict = field(default_factory=dict)
     images: dict = field(default_factory=dict)  # "cells/SLUG/NAME.png" -> PNG bytes
+    missing: list = field(default_factory=list)  # the cells (spec.Cell) with no result yet
 
 
 # --------------------------------------------------------------------------- reading the store
@@ -74,6 +76,37 @@ def _pick(runs):
     return (finished or by_time)[-1]
 
 
+def _cells_runs(client, parent):
+    """cell id -> the runs of that cell under ``parent`` (a ``Run``); runs without a cell id
+    are not the runner's cells (e.g. nested by a fit)."""
+    cells = {}
+    for run in _children(client, parent):
+        cell_id = run.data.tags.get("experiment.cell_id")
+        if cell_id:
+            cells.setdefault(cell_id, []).append(run)
+    return cells
+
+
+def mark_superseded(client, parent_run_id):
+    """Tag each earlier run of a cell that has a result (``_pick``) ``experiment.superseded``
+    = the result's run id: a KILLED attempt before a rerun, or a result a ``--force`` rerun
+    replaced. The runner tags every cell's run "no" when it starts, so that the MLflow UI's
+    filter ``tags.`experiment.superseded` = 'no'`` shows each cell's latest run only (MLflow
+    3.10 cannot filter on a missing tag). Returns the number of runs tagged."""
+    from ..tracking import store
+
+    tagged = 0
+    for runs in _cells_runs(client, store.call(client.get_run, parent_run_id)).values():
+        result = _pick(runs)
+        if not is_result(result.info.status, result.data.tags.get("experiment.outcome")):
+            continue  # no result yet: nothing is superseded
+        for run in runs:
+            if run is not result and run.data.tags.get(SUPERSEDED) != result.info.run_id:
+                store.call(client.set_tag, run.info.run_id, SUPERSEDED, result.info.run_id)
+                tagged += 1
+    return tagged
+
+
 def _history(client, run_id, key=_CURVE_METRIC):
     """The metric by epoch as an array: index i is epoch i + 1 (steps are 1-based epochs);
     an epoch logged twice (a retried batch) keeps its last value, a missing one is NaN."""
@@ -95,12 +128,7 @@ def collect(client, parent_run_id, cell_ids=None):
     ``cell_ids(n_seeds)``: the ids of the cells to keep (the experiment as its file now defines
     it) for seeds 0..n_seeds-1; the number of cells left out, runs of an earlier version of the
     file, is ``rows.attrs["stale"]``."""
-    parent = client.get_run(parent_run_id)
-    cells = {}
-    for run in _children(client, parent):
-        cell_id = run.data.tags.get("experiment.cell_id")
-        if cell_id:  # runs without one are not the runner's cells (e.g. nested by a fit)
-            cells.setdefault(cell_id, []).append(run)
+    cells = _cells_runs(client, client.get_run(parent_run_id))
     stale = 0
     if cell_ids is not None:
         seeds = [int(s) for runs in cells.values()
@@ -309,17 +337,37 @@ def _monotone(kind, claim, labels, summary):
     return held, " → ".join(f"{v} {m:.4f}" for v, m in means)
 
 
-def check_claims(exp, summary):
+def _claim_values(claim, labels):
+    """The values whose results a claim reads."""
+    kind, a, b = claim.get("kind"), claim.get("a"), claim.get("b")
+    if kind in ("similar", "better"):
+        return [a, b]
+    if kind in ("increasing", "decreasing") and a in labels and b in labels:
+        i, j = sorted((labels.index(a), labels.index(b)))
+        return labels[i:j + 1]
+    return labels  # best, worst, a trend over the whole axis
+
+
+def check_claims(exp, summary, waiting=None):
     """Each of the seed's claims against the summary: a dict with its ``text``, ``kind``,
-    ``held`` (True, False, or None where the data cannot tell) and the ``evidence``."""
+    ``held`` (True, False, or None where the data cannot tell) and the ``evidence``.
+
+    ``waiting``: value -> the number of its cells with no result yet (an unfinished store). A
+    claim that reads such a value is not judged: a verdict on some of the seeds, or on a
+    ranking without one of its values, could turn over once they finish."""
     labels = list(exp.labels())
+    waiting = {v: n for v, n in (waiting or {}).items() if n}
     out = []
     for claim in exp.claims:
         kind, a, b = claim.get("kind"), claim.get("a"), claim.get("b")
+        short = [v for v in _claim_values(claim, labels) if v in waiting]
         if kind in ("similar", "better") and (a is None or b is None):
             held, evidence = None, f"a `{kind}` claim needs both `a` and `b`"
         elif kind in ("best", "worst") and a is None:
             held, evidence = None, f"a `{kind}` claim needs `a`"
+        elif kind in ("similar", "better", "best", "worst", "increasing", "decreasing") and short:
+            held, evidence = None, "not judged yet: " + ", ".join(
+                f"{waiting[v]} cell(s) of {v}" for v in short) + " have no result"
         elif kind in ("similar", "better"):
             held, evidence = _pairwise(kind, a, b, summary)
         elif kind in ("best", "worst"):
@@ -489,8 +537,9 @@ def _delta_text(r):
     return f"{r['delta']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}], {_p(r['p_value'])}"
 
 
-def markdown(exp, protocol, summary, claims, stale=0):
-    """The report as Markdown: title, description, protocol, the table per value, the claims."""
+def markdown(exp, protocol, summary, claims, stale=0, missing=0, total=0):
+    """The report as Markdown: title, description, protocol, the table per value, the claims.
+    ``missing`` of the ``total`` cells have no result yet."""
     lines = [f"# {exp.title}", ""]
     source = "our own study" if exp.source == "ours" else f"reproduces seed {exp.source}"
     lines += [f"Experiment `{exp.name}` ({source}); estimator `{exp.estimator}`"
@@ -499,6 +548,10 @@ def markdown(exp, protocol, summary, claims, stale=0):
     if exp.description:
         lines += [exp.description, ""]
     lines += [f"Protocol: {protocol_text(exp, protocol)}", ""]
+    if missing:
+        lines += [f"**{missing} of {total} cells have no result yet** (not run, interrupted or "
+                  f"failed): `mnist-estimators experiment run {exp.name} --protocol {protocol}` "
+                  "runs only those. The claims that read them are not judged.", ""]
     lines += ["| value | n | test accuracy (mean ± std) | "
               f"Δ vs baseline [{CONFIDENCE:.0%} CI] | verdict | epochs | seed reported |",
               "|---|---|---|---|---|---|---|"]
@@ -611,18 +664,29 @@ def build(client, parent_run_id, exp, protocol=None):
         raise ValueError(f"run {parent_run_id} has no experiment.protocol tag; pass protocol=")
     # A file edited since some cells ran (a protocol's params, a value) leaves those runs under
     # the same parent with other cell ids: they are not this experiment's results any more.
-    rows, curves = collect(client, parent_run_id, cell_ids=lambda n: {
-        c.id for c in exp.cells(protocol, n_seeds=max(n, exp.seeds))})
+    expected = {}
+
+    def cell_ids(n_seeds):
+        expected.update((c.id, c) for c in exp.cells(protocol, n_seeds=max(n_seeds, exp.seeds)))
+        return set(expected)
+
+    rows, curves = collect(client, parent_run_id, cell_ids=cell_ids)
+    done = {r["cell_id"] for r in rows.to_dict("records") if is_result(r["status"], r["outcome"])}
+    missing = [c for c in expected.values() if c.id not in done]
     summary = summarize(exp, rows)
-    claims = check_claims(exp, summary)
+    waiting = {}
+    for cell in missing:
+        waiting[cell.value] = waiting.get(cell.value, 0) + 1
+    claims = check_claims(exp, summary, waiting)
     figures = {"accuracy.png": accuracy_figure(exp, summary),
                "curves.png": curves_figure(exp, curves)}
     images = cell_images(client, exp, rows)
-    text = markdown(exp, protocol, summary, claims, stale=rows.attrs.get("stale", 0))
+    text = markdown(exp, protocol, summary, claims, stale=rows.attrs.get("stale", 0),
+                    missing=len(missing), total=len(expected))
     if images:
         text += "\n" + "\n".join(_images_markdown(exp, images))
     return Report(rows=rows, summary=summary, claims=claims, markdown=text, figures=figures,
-                  curves=curves, images=images)
+                  curves=curves, images=images, missing=missing)
 
 
 def _save_figure(fig, f):
@@ -686,7 +750,8 @@ def write(report, folder):
     paths.append(folder / "report.md")
     summary = report.summary.astype(object).where(report.summary.notna(), None)
     paths.append(write_json(folder / "results.json",
-                            {"summary": summary.to_dict("records"), "claims": report.claims}))
+                            {"summary": summary.to_dict("records"), "claims": report.claims,
+                             "missing_cells": [c.name for c in report.missing]}))
     for name, fig in report.figures.items():
         with atomic_write(folder / "figures" / name) as f:
             _save_figure(fig, f)
@@ -715,6 +780,7 @@ def rebuild(experiment, protocol="fast"):
         raise ExperimentError(f"No run of experiment {exp.name!r} under protocol {protocol!r} in "
                               f"{tracking.resolve_uri()[0]}; run it first: mnist-estimators "
                               f"experiment run {exp.name} --protocol {protocol}")
+    mark_superseded(client, parent)
     report = build(client, parent, exp, protocol)
     log(client, parent, report)
     return report

@@ -156,6 +156,7 @@ def run(experiment, protocol="fast", n_seeds=None, n_jobs=1, backend="loky", sch
             if parent is not None:
                 from . import report
 
+                report.mark_superseded(store, parent.run_id)
                 result.report = report.build(store, parent.run_id, exp, protocol)
                 report.log(store, parent.run_id, result.report)
         return result
@@ -178,7 +179,8 @@ def _with_run_options(estimator, cell, exp):
     net.set_params(tracking_options={
         **(net.tracking_options or {}), **figures, "run_name": cell.name,
         "tags": {TAG + "cell_id": cell.id, TAG + "value": cell.value, TAG + "seed": cell.seed,
-                 TAG + "name": cell.experiment, TAG + "protocol": cell.protocol}})
+                 TAG + "name": cell.experiment, TAG + "protocol": cell.protocol,
+                 lookup.SUPERSEDED: "no"}})
     return estimator
 
 
