@@ -1,6 +1,6 @@
 """Cost of MLflow tracking: per fit, per grid search, and with many processes on one store.
 
-    python benchmarks/bench_tracking.py [--data-home DIR] [--sections fixed grid processes]
+    python benchmarks/bench_tracking.py [--data-home DIR] [--sections fixed calls grid processes]
         [--repeats 5] [--grid-repeats 3] [--grid-estimator mlp|cnn] [--processes 1 2 4 8]
         [--fits 4] [--with-models]
 
@@ -10,6 +10,9 @@
    options (basic figures + model), ``figures="none"``, and ``log_model=False, figures="none"``
    (what a search's fold fit does by default); a per-phase profile of the default; and the first
    fit of a fresh process (new store, existing store, untracked).
+1b. calls: a search's fold fit (the grid's tiny MLP on 750 images, no model or figures), tracked
+   against untracked, interleaved, 20 x ``--repeats`` fits, with every MLflow store call timed:
+   what each costs a fit, and the rest.
 2. grid: a 16-fit ``GridSearchCV`` (8 candidates, cv=2, n_jobs=2, 2 epochs, 1,500 images) inside
    ``tracking.parent_run`` on a fresh SQLite store, against ``set_tracking(False)``, interleaved,
    median of ``--grid-repeats``, after an untimed untracked and tracked search (loky workers
@@ -39,7 +42,7 @@ from pathlib import Path
 
 import common  # benchmarks/common.py, next to this script
 
-SECTIONS = ("fixed", "grid", "processes")
+SECTIONS = ("fixed", "calls", "grid", "processes")
 median = statistics.median
 
 # The first fit of a fresh process (argv: data home, tracked 0/1): imports, store creation and
@@ -218,6 +221,58 @@ def section_fixed(args, X, y):
     return result
 
 
+def section_calls(args, X, y):
+    """Where a fold fit's tracking time goes: the grid's fold fit (2 epochs, 64 units, 750
+    images, no model or figures) tracked and untracked, interleaved, and each MLflow store call
+    it makes timed (``store.call`` is the one door to the store)."""
+    from mnist_estimators import MLPClassifier
+    from mnist_estimators.tracking import store
+
+    X, y = X[:750], y[:750]
+    calls, counts = {}, {}
+    inner = store._call
+
+    def timed(fn, *a, **k):
+        start = time.perf_counter()
+        try:
+            return inner(fn, *a, **k)
+        finally:
+            name = getattr(fn, "__name__", str(fn))
+            calls[name] = calls.get(name, 0.0) + time.perf_counter() - start
+            counts[name] = counts.get(name, 0) + 1
+
+    def fit(tracking):
+        start = time.perf_counter()
+        MLPClassifier(max_epochs=2, hidden_sizes=(64,), random_state=0, tracking=tracking,
+                      tracking_options={"log_model": False, "figures": "none"}).fit(X, y)
+        return time.perf_counter() - start
+
+    fit(True), fit(False)  # warm: the store, MLflow's lazy imports, torch
+    store._call = timed
+    n = 20 * args.repeats
+    times = {"untracked": [], "tracked": []}
+    try:
+        for _ in range(n):
+            times["untracked"].append(fit(False))
+            times["tracked"].append(fit(True))
+    finally:
+        store._call = inner
+    extra = median(times["tracked"]) - median(times["untracked"])
+    print(f"\n### a fold fit's store calls: MLP (64,) 2 epochs on 750 images, no model or "
+          f"figures, {n} fits, warm store\n")
+    print(f"untracked {median(times['untracked']) * 1000:.1f} ms, tracked "
+          f"{median(times['tracked']) * 1000:.1f} ms: **+{extra * 1000:.1f} ms a fit**\n")
+    print("| store call | calls a fit | ms a fit (mean) |\n|---|---|---|")
+    for name in calls:
+        print(f"| {name} | {counts[name] / n:g} | {calls[name] / n * 1000:.1f} |")
+    total = sum(calls.values()) / n
+    print(f"| all store calls | {sum(counts.values()) / n:g} | {total * 1000:.1f} |")
+    print(f"| the rest (params, tags, dataset digest, callbacks) | | {(extra - total) * 1000:.1f} |")
+    return {"n_fits": n, "seconds": times, "extra_s": extra,
+            "calls_ms": {k: calls[k] / n * 1000 for k in calls},
+            "calls_per_fit": {k: counts[k] / n for k in counts}}
+
+
 # --------------------------------------------------------------------------- 2. grid search
 
 
@@ -388,6 +443,9 @@ def main(argv=None):
     if "fixed" in args.sections:
         with in_temp_folder("bench-tracking-fixed-"):  # the package's default store, ./mlruns
             results["fixed"] = section_fixed(args, X, y)
+    if "calls" in args.sections:
+        with in_temp_folder("bench-tracking-calls-"):
+            results["calls"] = section_calls(args, X, y)
     if "grid" in args.sections:
         results["grid"] = section_grid(args, X, y)
     if "processes" in args.sections:

@@ -147,10 +147,12 @@ def cmd_predict(args):
     """
     import numpy as np
 
+    from . import hooks
     from .data import MNISTFormatError, image_files, preprocess_image, read_mnist_csv
 
     if not args.csv and not args.inputs:
         raise CLIError("predict needs image files, folders of images, or --csv FILE")
+    hooks.defer_plugins()  # nothing fits here: tracking is not imported with the model
     model = load_model(args.model)
     rows, names, failed = [], [], 0
 

@@ -795,4 +795,4 @@ ESTIMATORS = {
 # imported from (``from mnist_estimators import MLPClassifier``, this module directly, or
 # unpickling in a worker process): tracking's scikit-learn wrappers are then in place before the
 # user's own ``from sklearn.model_selection import cross_validate`` binds the name.
-hooks.load_plugins()
+hooks.load_plugins_with_estimators()

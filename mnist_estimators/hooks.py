@@ -23,6 +23,7 @@ import importlib
 
 _plugins = []               # module names, imported by load_plugins()
 _plugins_loaded = 0         # how many of them are imported
+_with_estimators = True     # load_plugins_with_estimators() imports them (defer_plugins)
 _clone_hooks = []
 _callback_factories = []
 _param_checks = {}
@@ -45,6 +46,23 @@ def load_plugins():
         except BaseException:
             _plugins_loaded -= 1  # tried again by the next caller, which sees the error too
             raise
+
+
+def load_plugins_with_estimators():
+    """What the estimators module calls as it is imported: ``load_plugins()``, unless this
+    process said it will not fit (``defer_plugins``)."""
+    if _with_estimators:
+        load_plugins()
+
+
+def defer_plugins():
+    """For a process that only loads and applies fitted models (``mnist-estimators predict``):
+    importing the estimators no longer imports the plugins; a clone or a fit still does first.
+    Tracking's scikit-learn wrappers (0.2 s: they import ``sklearn.ensemble``) are then not in
+    place for a search started later in this process, so the package's own code calls this
+    only where nothing fits."""
+    global _with_estimators
+    _with_estimators = False
 
 
 def on_clone(hook):

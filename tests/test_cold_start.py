@@ -162,3 +162,39 @@ def test_the_first_tracked_fit_of_a_fresh_process_is_whole_when_fit_returns(tmp_
     assert got["steps"] == [1, 2, 3] and got["model"].startswith("models:/")
     assert got["params"] == "3" and got["datasets"] == 1 and got["user"]
     assert got["name"].startswith("mlp 256-128")
+
+
+def test_predict_leaves_tracking_and_mlflow_unimported(tmp_path):
+    # predict only applies a model: the estimators come without the tracking plugin (its
+    # scikit-learn wrappers import sklearn.ensemble), and the answer is the model's own
+    from mnist_estimators import load_sample
+    from mnist_estimators.persistence import save_model
+    from PIL import Image
+
+    X, y = load_sample()
+    model = ESTIMATORS["softmax"](max_epochs=2, random_state=0, tracking=False).fit(X, y)
+    save_model(model, tmp_path / "m.pkl")
+    Image.fromarray(X[0].reshape(28, 28)).save(tmp_path / "one.png")
+    got = _fresh(_CLI.replace(repr(HEAVY), repr(HEAVY + (
+        "mnist_estimators.tracking", "sklearn.ensemble"))), "predict", str(tmp_path / "m.pkl"),
+        str(tmp_path / "one.png"))
+    assert got["code"] == 0, got["err"]
+    assert got["out"].split()[:2] == [str(tmp_path / "one.png"), str(model.predict(X[:1])[0])]
+    assert "mlflow" not in got["heavy"] and "mnist_estimators.tracking" not in got["heavy"]
+    assert "sklearn.ensemble" not in got["heavy"]
+
+
+def test_a_fit_after_deferred_plugins_still_loads_tracking(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MNIST_ESTIMATORS_TRACKING"] = "1"
+    got = _fresh("""
+        import json, sys
+        from mnist_estimators import hooks
+        hooks.defer_plugins()
+        from mnist_estimators import SoftmaxRegressionClassifier, load_sample
+        before = "mnist_estimators.tracking" in sys.modules
+        X, y = load_sample()
+        est = SoftmaxRegressionClassifier(max_epochs=1).fit(X, y)
+        print(json.dumps({"before": before, "run": est.last_run_id_ is not None}))
+    """, env=env, cwd=tmp_path)
+    assert got == {"before": False, "run": True}
