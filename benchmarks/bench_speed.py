@@ -5,8 +5,8 @@ augmentation cost and torch.compile, each against a peer timed in the same run.
                                       batch_size augment compile]
 
 - ``time_to_99``: training wall time until 99.0% test accuracy. Ours is ``TIME_TO_99`` (a small
-  BatchNorm CNN that pools before BatchNorm, bfloat16, one-cycle LR, label smoothing), fitted
-  for 1, 2, 3... epochs until a fit ends at 99.0% or more: its time is that fit's. The peer is
+  BatchNorm CNN that pools before BatchNorm, bfloat16 where the CPU computes it, one-cycle LR,
+  label smoothing), fitted for 1, 2, 3... epochs until a fit ends at 99.0% or more: its time is that fit's. The peer is
   seed 000's recipe (conv 32 -> 64, FC 128, dropout 0.5, Adam 1e-3, batch 128) in a plain
   PyTorch loop, tested after every epoch (testing is not timed) until it reaches 99.0% or 10
   epochs.
@@ -63,33 +63,49 @@ SECTIONS = ("time_to_99", "predict", "scaling", "batch_size", "augment", "compil
 # channel counts that are multiples of 16 matter most: oneDNN's channels-last BatchNorm has no
 # fast path for 12 or 24 channels, and BatchNorm+ReLU, not the convolutions, were 70% of the
 # 12-24 network's epoch.
+# precision="auto": bfloat16 where the CPU computes it (AVX512-BF16/AMX), where the 3.2 s of
+# the README was measured; float32 elsewhere (emulated bfloat16 is ~13x slower).
 TIME_TO_99 = dict(channels=(16, 32, 64), module__pool_first=True, hidden_sizes=(128,),
                   dropout=0.0, batch_size=128, lr=8e-3, lr_schedule="onecycle",
-                  criterion__label_smoothing=0.1, precision="bfloat16",
+                  criterion__label_smoothing=0.1, precision="auto",
                   validation_fraction=None, random_state=0)
+# Tried for issue 25's 2 s and not kept: half the channels (8-16-32) scored 99.18% and 99.18%
+# valid (54,000 / 6,000, seeds 0 and 1, one epoch, float32, 2-core AVX2 EPYC) in 4.0-4.3 s,
+# against 99.25% and 99.27% in 7.1-7.5 s for this recipe, but 98.97% on the test set after one
+# epoch on all 60,000 images, so it needed two (9.1 s against 8.7 s). Also tried there, each
+# under 99.1% valid on a seed or slower: batch 256 and 512 (lr 1.2e-2, 1.6e-2), 8-16 and 4-8-16
+# channels (4-8-16 is slower: oneDNN's small-channel paths), FC 64 or none, no BatchNorm, lr
+# 5e-3 or 1.2e-2, 16-16-32, and 36,000 training images.
 
 
 def _scaled(X):
     return torch.from_numpy(X.astype(np.float32) / 255.0)
 
 
-def time_to_99(X, y, X_test, y_test):
-    rows = {"ours_attempts": []}
+def _ours_to_99(name, config, X, y, X_test, y_test):
     # A one-cycle schedule fixes its length up front, so ours is refitted with 1, 2, 3, ...
     # epochs until one reaches 99.0% (the rule time-to-accuracy benchmarks use); the figure is
     # that fit's time, and every attempt is reported.
-    CNNClassifier(**{**TIME_TO_99, "max_epochs": 1}).fit(X[:2048], y[:2048])  # warm-up
+    CNNClassifier(**{**config, "max_epochs": 1}).fit(X[:2048], y[:2048])  # warm-up
+    attempts = []
     for epochs in range(1, 5):
         start = time.perf_counter()
-        ours = CNNClassifier(**{**TIME_TO_99, "max_epochs": epochs}).fit(X, y)
+        ours = CNNClassifier(**{**config, "max_epochs": epochs}).fit(X, y)
         ours_s = time.perf_counter() - start
         ours_acc = float(ours.score(X_test, y_test))
-        rows["ours_attempts"].append({"epochs": epochs, "seconds": ours_s, "test_accuracy": ours_acc})
-        print(f"ours, {epochs} epoch(s): {ours_acc:.4f} after {ours_s:.1f} s", flush=True)
+        attempts.append({"epochs": epochs, "seconds": ours_s, "test_accuracy": ours_acc})
+        print(f"{name}, {epochs} epoch(s): {ours_acc:.4f} after {ours_s:.1f} s", flush=True)
         if ours_acc >= 0.99:
             break
-    rows["ours"] = {"seconds": ours_s, "test_accuracy": ours_acc, "epochs": epochs,
-                    "reached": ours_acc >= 0.99, "config": {**TIME_TO_99, "max_epochs": epochs}}
+    return {"seconds": ours_s, "test_accuracy": ours_acc, "epochs": epochs,
+            "reached": ours_acc >= 0.99, "config": {**config, "max_epochs": epochs},
+            "precision": "bfloat16" if ours.uses_bfloat16() else "float32", "attempts": attempts}
+
+
+def time_to_99(X, y, X_test, y_test):
+    recipes = {"ours": TIME_TO_99}
+    rows = {name: _ours_to_99(name, config, X, y, X_test, y_test)
+            for name, config in recipes.items()}
 
     # Seed 000's recipe, as the seed trained it: a plain loop, default (NCHW) layout.
     torch.manual_seed(0)
@@ -116,13 +132,14 @@ def time_to_99(X, y, X_test, y_test):
             break
     rows["seed_000"] = {"seconds": trained, "test_accuracy": accs[-1], "epochs": len(accs),
                         "reached": accs[-1] >= 0.99, "accuracy_per_epoch": accs}
-    rows["speedup"] = trained / ours_s
-    print("\n| time to 99.0% test accuracy | epochs | training time | test accuracy |\n|---|---|---|---|")
-    for name in ("ours", "seed_000"):
+    print("\n| time to 99.0% test accuracy | epochs | training time | test accuracy | seed 000 / it |"
+          "\n|---|---|---|---|---|")
+    for name in (*recipes, "seed_000"):
         r = rows[name]
-        print(f"| {name}{'' if r['reached'] else ' (not reached)'} | {r['epochs']} | "
-              f"{r['seconds']:.1f} s | {r['test_accuracy']:.4f} |")
-    print(f"| seed 000 / ours | | {rows['speedup']:.1f}x | |")
+        label = f"{name} ({r['precision']})" if name in recipes else name
+        print(f"| {label}{'' if r['reached'] else ' (not reached)'} | {r['epochs']} | "
+              f"{r['seconds']:.1f} s | {r['test_accuracy']:.4f} | {trained / r['seconds']:.1f}x |")
+        r["seed_000_over_it"] = trained / r["seconds"]
     return rows
 
 
