@@ -436,17 +436,26 @@ def cmd_reproduce(args):
 
 def cmd_ui(args):
     from .tracking import TrackingError, open_store, resolve_uri
+    from .tracking import store as tracking_store
 
     uri, artifacts = resolve_uri()
     try:
-        open_store(uri, artifacts)  # creates or migrates it safely, reaps runs of dead processes
+        # creates or migrates it safely, reaps runs of dead processes
+        client = open_store(uri, artifacts)
+        exp_id = tracking_store.experiment_id(
+            client, tracking_store.default_experiment_name(), artifacts)
     except TrackingError as exc:
         raise CLIError(str(exc)) from None
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
            "--host", args.host, "--port", str(args.port)]
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
-    print(f"MLflow UI for {uri}: http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    # MLflow 3's UI opens on its GenAI pages; it has no server setting for that. The runs
+    # table in its model-training view is a URL: the experiment's runs tab with
+    # workflowType=machine_learning (the UI reads it before its localStorage default).
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    print(f"MLflow UI for {uri}: http://{host}:{args.port}/#/experiments/{exp_id}/runs"
+          "?workflowType=machine_learning  (Ctrl-C stops it)", flush=True)
     # The UI replaces this process, so Ctrl-C and kill reach the server itself (a child would
     # outlive a killed parent).
     os.execv(sys.executable, cmd)

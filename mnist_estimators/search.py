@@ -39,6 +39,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline
 
 from . import _compat, tracking
+from .tracking.scopes import short_kind
 
 HISTORY_METRICS = ("valid_acc", "valid_loss", "train_loss")
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -262,13 +263,16 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
             values = step.history_[:, metric]
             value = float(max(values) if direction == "maximize" else min(values))
             if getattr(step, "last_run_id_", None):  # the trial's value on its run, for the UI
-                tracking.log_value(step.last_run_id_, "optuna_value", value)
+                tracking.log_value(step.last_run_id_, "optuna/value", value)
         else:
             value = float(np.mean(cross_val_score(model, X, y, cv=cv, scoring=scoring)))
         if not math.isfinite(value):
             raise optuna.TrialPruned(f"non-finite score {value}")
         return value
 
+    # A study named by Optuna is "no-name-<uuid>": its run gets a name a person can read
+    run_name = study_name or \
+        f"tune-{short_kind(final)}-{datetime.datetime.now():%Y%m%d-%H%M}"
     callbacks = list(callbacks or [])
     if study_name:
         # A named study runs until it holds n_trials complete or pruned trials, whichever
@@ -279,8 +283,10 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
                 study.stop()
 
         callbacks.insert(0, stop_when_held)
-    with tracking.parent_run(study.study_name, tags={"optuna.study": study.study_name},
-                             run_id=_study_parent(study, storage)) as parent:
+    with tracking.parent_run(run_name, tags={"optuna.study": study.study_name},
+                             run_id=_study_parent(study, storage, run_name)) as parent:
+        if parent is not None:
+            parent.log_new_params(_study_params(space, n_trials, study, metric, cv, scoring))
         done = len(study.get_trials(deepcopy=False, states=FINISHED))
         study.optimize(objective, n_trials=max(0, n_trials - done) if study_name else n_trials,
                        timeout=timeout, n_jobs=n_jobs, callbacks=callbacks,
@@ -299,7 +305,20 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
                       parent.run_id if parent is not None else None)
 
 
-def _study_parent(study, storage):
+def _study_params(space, n_trials, study, metric, cv, scoring):
+    """What the study's parent run says it searched, and how."""
+    if isinstance(space, dict):
+        params = {f"space.{k}": repr(v) for k, v in space.items()}
+    else:  # a function of the trial
+        params = {"space": getattr(space, "__qualname__", repr(space))}
+    params.update({"n_trials": n_trials, "sampler": type(study.sampler).__name__,
+                   "pruner": type(study.pruner).__name__,
+                   "direction": study.direction.name.lower(),
+                   "objective": metric if cv is None else f"{scoring}, cv={cv}"})
+    return params
+
+
+def _study_parent(study, storage, run_name):
     """The MLflow parent run of ``study``, created once: its id is kept in the study's own
     storage (optuna-integration keeps a trial's run id there too), so that a resumed study and
     every worker process log under one parent. Workers of a study in a local file (SQLite,
@@ -317,7 +336,7 @@ def _study_parent(study, storage):
     with lock:
         run_id = study.user_attrs.get(PARENT_ATTR)
         if run_id is None:
-            run_id = tracking.new_parent_run(study.study_name, tags={"optuna.study": study.study_name})
+            run_id = tracking.new_parent_run(run_name, tags={"optuna.study": study.study_name})
             if run_id is not None:
                 study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
@@ -336,7 +355,8 @@ def _log_study(parent, study, best_model, X, register_as):
     client.log_metric(parent.run_id, "best_value", best.value)
     states = [t.state.name for t in study.trials if not t.user_attrs.get("surplus")]
     for state in ("COMPLETE", "PRUNED", "FAIL"):
-        client.log_metric(parent.run_id, f"n_trials_{state.lower()}", states.count(state))
+        client.log_metric(parent.run_id, f"optuna/n_trials_{state.lower()}",
+                          states.count(state))
     plots = {"optimization_history.png": ovm.plot_optimization_history,
              "parallel_coordinate.png": ovm.plot_parallel_coordinate}
     if len([s for s in states if s == "COMPLETE"]) >= 2 and len(best.params) >= 1:

@@ -83,23 +83,25 @@ def test_soft_voting_with_n_jobs_2_is_one_parent_with_a_child_per_member(store):
     vote = VotingClassifier(members(), voting="soft", n_jobs=2).fit(X, Y)
     runs = all_runs(store)
     parent = the_parent(runs)
-    assert parent.info.run_name == "VotingClassifier" and parent.info.status == "FINISHED"
+    assert parent.info.run_name == "VotingClassifier · mlp + softmax (soft)"
+    assert parent.info.status == "FINISHED"
     assert vote.last_run_id_ == parent.info.run_id
     kids = children(runs, parent)
-    assert len(runs) == 3 and sorted(r.info.run_name for r in kids) == ["mlp", "softmax"]
+    # each member by its name and what it is: "mlp-16" (named mlp), "softmax"
+    assert len(runs) == 3 and sorted(r.info.run_name for r in kids) == ["mlp-16", "softmax"]
     for kid in kids:
         assert kid.info.status == "FINISHED"
-        assert kid.data.tags["ensemble.member"] == kid.info.run_name
+        assert kid.info.run_name.startswith(kid.data.tags["ensemble.member"])
         assert "model_uri" not in kid.data.tags  # the ensemble's model holds the members
         assert kid.data.tags["mnist_estimators.pid"] != str(os.getpid())  # a loky worker
         assert "epoch/train_loss" in kid.data.metrics and "lr" in kid.data.params
-    mlp = next(r for r in kids if r.info.run_name == "mlp")
+    mlp = next(r for r in kids if r.info.run_name == "mlp-16")
     assert [a.path for a in store.list_artifacts(mlp.info.run_id, "figures")]
     # the parent: the ensemble's params, its members, the dataset, its counts and one model
     p = parent.data.params
     assert p["ensemble.voting"] == "soft" and p["ensemble.weights"] == "None"
     assert p["ensemble.members"] == "mlp:MLPClassifier, softmax:SoftmaxRegressionClassifier"
-    assert parent.data.metrics["n_members"] == 2 and parent.data.metrics["n_fits_logged"] == 2
+    assert parent.data.metrics["n_members"] == 2 and parent.data.metrics["tracking/n_fits_logged"] == 2
     assert parent.inputs.dataset_inputs
     uri = assert_reloads(store, parent, vote, X)
     assert store.get_logged_model(uri.split("/")[-1]).name == "voting-2"
@@ -132,7 +134,7 @@ def test_an_ensemble_inside_an_open_run_is_its_child(store):
     assert top.info.run_id == outer.run_id and top.info.status == "FINISHED"
     (ensemble,) = children(runs, top)
     assert ensemble.info.run_id == vote.last_run_id_ and ensemble.info.status == "FINISHED"
-    assert sorted(r.info.run_name for r in children(runs, ensemble)) == ["mlp", "softmax"]
+    assert sorted(r.info.run_name for r in children(runs, ensemble)) == ["mlp-16", "softmax"]
 
 
 @tracked
@@ -144,14 +146,15 @@ def test_an_ensemble_searched_is_left_alone_in_folds_and_a_parent_in_the_refit(s
                         cv=2, n_jobs=n_jobs).fit(X, Y)
     runs = all_runs(store)
     search = the_parent(runs)
-    assert search.info.run_name == "GridSearchCV" and search.info.status == "FINISHED"
+    assert search.info.run_name == "GridSearchCV · VotingClassifier · 1 candidate × 2 folds"
+    assert search.info.status == "FINISHED"
     direct = children(runs, search)
     folds = [r for r in direct if "search.fold" in r.data.tags]
     assert len(folds) == 2 * 2 and not any("ensemble.member" in r.data.tags for r in folds)
     (refit,) = [r for r in direct if r not in folds]
-    assert refit.info.run_name == "VotingClassifier"
+    assert refit.info.run_name == "VotingClassifier · mlp + softmax (soft)"
     assert refit.info.run_id == grid.best_estimator_.last_run_id_
-    assert sorted(r.info.run_name for r in children(runs, refit)) == ["mlp", "softmax"]
+    assert sorted(r.info.run_name for r in children(runs, refit)) == ["mlp-16", "softmax"]
     assert all(r.info.status == "FINISHED" for r in runs)
 
 
@@ -166,7 +169,7 @@ def test_a_member_that_fails_leaves_the_parent_failed_and_no_child_running(store
     parent = the_parent(runs)
     assert parent.info.status == "FAILED"
     statuses = {r.info.run_name: r.info.status for r in children(runs, parent)}
-    assert statuses["bad"] == "FAILED"
+    assert statuses["bad · mlp-16"] == "FAILED"  # its name, and what it is
     # "slow" finished, or was still training when joblib killed its worker: then KILLED
     assert "RUNNING" not in statuses.values(), statuses
     assert bad.tracking_options is None and slow.tracking_options is None
@@ -181,16 +184,17 @@ def test_stacking_is_one_parent_with_members_folds_and_final_estimator(store):
                                cv=2, n_jobs=2).fit(X, Y)
     runs = all_runs(store)
     parent = the_parent(runs)
-    assert parent.info.run_name == "StackingClassifier" and parent.info.status == "FINISHED"
+    assert parent.info.run_name == "StackingClassifier · mlp + softmax → softmax"
+    assert parent.info.status == "FINISHED"
     assert stack.last_run_id_ == parent.info.run_id
     kids = children(runs, parent)
     # every fit is a child, the folds cross_val_predict made in a loky worker's threads too
     assert len(runs) == 1 + len(kids) and all(r.info.status == "FINISHED" for r in kids)
     folds = [r for r in kids if r.data.tags.get("search.fold") == "of cross_val_predict"]
     assert sorted(r.info.run_name for r in folds) == [  # named apart from the members' fits
-        "mlp · cv fold", "mlp · cv fold", "softmax · cv fold", "softmax · cv fold"]
+        "mlp-16 · cv fold", "mlp-16 · cv fold", "softmax · cv fold", "softmax · cv fold"]
     assert sorted(r.info.run_name for r in kids if r not in folds) == [
-        "final_estimator", "mlp", "softmax"]
+        "final_estimator · softmax", "mlp-16", "softmax"]
     assert not any("model_uri" in r.data.tags for r in kids)
     assert parent.data.params["ensemble.final_estimator"] == "SoftmaxRegressionClassifier"
     assert parent.data.params["ensemble.cv"] == "2"
@@ -302,11 +306,12 @@ def test_cli_reproduce_fits_an_ensemble_pipeline(tmp_path, store, monkeypatch, c
     top = the_parent(runs)
     assert top.info.run_name == "reproduce cnn_ensemble" and top.info.status == "FINISHED"
     (ensemble,) = children(runs, top)
-    assert ensemble.info.run_name == "VotingClassifier" and ensemble.info.status == "FINISHED"
+    assert ensemble.info.run_name == "VotingClassifier · cnn × 5 (soft)"
+    assert ensemble.info.status == "FINISHED"
     assert ensemble.data.metrics["test_accuracy"] == pytest.approx(
         result["runs"][0]["test_accuracy"])
     members_ = children(runs, ensemble)
-    assert sorted(r.info.run_name for r in members_) == [f"cnn{i}" for i in range(5)]
+    assert sorted(r.info.run_name for r in members_) == [f"cnn{i} · cnn-4" for i in range(5)]
     assert sorted(int(r.data.params["random_state"]) for r in members_) == list(range(5, 10))
     assert all(r.info.status == "FINISHED" for r in members_)
 

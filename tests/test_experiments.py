@@ -113,6 +113,7 @@ def test_two_experiments_end_to_end_with_two_workers_then_a_rerun_trains_nothing
         assert r.info.status == "FINISHED" and r.data.tags["experiment.outcome"] == "ok"
         assert 0 < r.data.metrics["test_accuracy"] <= 1 and "train_accuracy" in r.data.metrics
         assert r.data.params["hidden_sizes"] == "(16,)" and r.data.params["max_epochs"] == "2"
+        assert "model_uri" not in r.data.tags  # a quick run's cells keep no model
     # the fits ran in two worker processes, with one torch thread each on this 2-core machine
     assert len({r.data.tags["mnist_estimators.pid"] for r in runs} - {str(os.getpid())}) >= 1
     names = sorted(r.info.run_name for r in children(client, two.parent_run_id))

@@ -308,6 +308,14 @@ def test_log_puts_the_report_on_the_parent_and_rebuilding_replaces_it(store, bui
     assert table.set_index("value").loc["He", "verdict"] == "worse"
     run = client.get_run(pid)
     assert run.data.tags["mlflow.note.content"] == built.markdown
+    # the results as the parent's own metrics, for the runs table and the compare view
+    m = run.data.metrics
+    assert m["test_mean/He"] == pytest.approx(np.mean(TEST["He"]))
+    assert m["test_mean/Xavier"] == pytest.approx(np.mean(TEST["Xavier"]))
+    assert "test_mean/zero" not in m  # every seed diverged: no mean
+    assert m["report/n_missing_cells"] == 0
+    assert m["report/claims_held"] + m["report/claims_failed"] \
+        + m["report/claims_not_judged"] == len(built.claims)
     assert json.loads(run.data.tags["mlflow.loggedArtifacts"]) == [
         {"path": "results.json", "type": "table"}]
     local = client.download_artifacts(pid, "report.md")

@@ -62,8 +62,9 @@ def pipeline_grid(n_jobs):
                          "standardscaler__with_mean": [True, False]}, cv=2, n_jobs=n_jobs)
 
 
+GRID = "GridSearchCV · standardscaler → softmax · 4 candidates × 2 folds"
 GRID_FOLDS = [
-    ("GridSearchCV", f"lr={lr} with_mean={mean} · fold {fold}/2", f"{fold}/2", f"{cand}/4",
+    (GRID, f"lr={lr} with_mean={mean} · fold {fold}/2", f"{fold}/2", f"{cand}/4",
      "-", False)
     for cand, (lr, mean) in enumerate([("0.001", True), ("0.001", False), ("0.01", True),
                                        ("0.01", False)], start=1)
@@ -72,8 +73,8 @@ GRID_FOLDS = [
 
 def grid_lineage(best):
     return sorted(GRID_FOLDS + [
-        ("-", "GridSearchCV", "-", "-", "-", True),
-        ("GridSearchCV", f"refit · lr={best['softmaxregressionclassifier__lr']:g} "
+        ("-", GRID, "-", "-", "-", True),
+        (GRID, f"refit · lr={best['softmaxregressionclassifier__lr']:g} "
                          f"with_mean={best['standardscaler__with_mean']}", "-", "-", "true",
          True)])
 
@@ -109,10 +110,11 @@ def test_a_randomized_search_without_a_seed(autologged):
     search = RandomizedSearchCV(SoftmaxRegressionClassifier(**TINY), {"lr": [1e-3, 1e-2]},
                                 n_iter=2, cv=2, n_jobs=2).fit(X, Y)
     tried = [f"{p['lr']:g}" for p in search.cv_results_["params"]]
-    expected = [("RandomizedSearchCV", f"lr={lr} · fold {fold}/2", f"{fold}/2", f"{cand}/2",
+    name = "RandomizedSearchCV · softmax · 2 candidates × 2 folds"
+    expected = [(name, f"lr={lr} · fold {fold}/2", f"{fold}/2", f"{cand}/2",
                  "-", False) for cand, lr in enumerate(tried, start=1) for fold in (1, 2)]
-    expected += [("-", "RandomizedSearchCV", "-", "-", "-", True),
-                 ("RandomizedSearchCV", f"refit · lr={search.best_params_['lr']:g}", "-", "-",
+    expected += [("-", name, "-", "-", "-", True),
+                 (name, f"refit · lr={search.best_params_['lr']:g}", "-", "-",
                   "true", True)]
     assert lineage(autologged) == sorted(expected)
 
@@ -129,12 +131,14 @@ def test_stacking_folds_in_workers(autologged):
                         ("softmax", SoftmaxRegressionClassifier(**TINY))],
                        final_estimator=SoftmaxRegressionClassifier(**TINY), cv=2,
                        n_jobs=2).fit(X, Y)
-    fold = ("StackingClassifier", "{} · cv fold", "of cross_val_predict", "-", "-", False)
+    # members by their name and what they are ("mlp-16"; "softmax" is both)
+    stack = "StackingClassifier · mlp + softmax → softmax"
+    fold = (stack, "{} · cv fold", "of cross_val_predict", "-", "-", False)
     assert lineage(autologged) == sorted(
-        [("-", "StackingClassifier", "-", "-", "-", True)]
-        + [("StackingClassifier", name, "-", "-", "-", False)
-           for name in ("final_estimator", "mlp", "softmax")]
-        + [fold[:1] + (fold[1].format(name),) + fold[2:] for name in ("mlp", "softmax")] * 2)
+        [("-", stack, "-", "-", "-", True)]
+        + [(stack, name, "-", "-", "-", False)
+           for name in ("final_estimator · softmax", "mlp-16", "softmax")]
+        + [fold[:1] + (fold[1].format(name),) + fold[2:] for name in ("mlp-16", "softmax")] * 2)
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
@@ -143,14 +147,15 @@ def test_an_ensemble_searched(autologged, n_jobs):
                                           ("softmax", SoftmaxRegressionClassifier(**TINY))],
                                          voting="soft"),
                         {"weights": [None, (2, 1)]}, cv=2, n_jobs=n_jobs).fit(X, Y)
-    member = {"mlp": "mlp 16 · adam lr=0.001 · 1 ep", "softmax": "softmax · adam lr=0.001 · 1 ep"}
-    expected = [("GridSearchCV", f"weights={w} · fold {fold}/2", f"{fold}/2", f"{cand}/2", "-",
+    member = {"mlp-16": "mlp 16 · adam lr=0.001 · 1 ep", "softmax": "softmax · adam lr=0.001 · 1 ep"}
+    search, vote = ("GridSearchCV · VotingClassifier · 2 candidates × 2 folds",
+                    "VotingClassifier · mlp + softmax (soft)")
+    expected = [(search, f"weights={w} · fold {fold}/2", f"{fold}/2", f"{cand}/2", "-",
                  False) for cand, w in enumerate(["None", "2-1"], start=1) for fold in (1, 2)
                 for _ in member]
-    expected += [("-", "GridSearchCV", "-", "-", "-", True),
-                 ("GridSearchCV", "VotingClassifier", "-", "-", "-", True)]
+    expected += [("-", search, "-", "-", "-", True), (search, vote, "-", "-", "-", True)]
     # the refit's members are fits of the search's refit too
-    expected += [("VotingClassifier", name, "-", "-", "true", False) for name in member]
+    expected += [(vote, name, "-", "-", "true", False) for name in member]
     assert grid.best_params_ in ({"weights": None}, {"weights": (2, 1)})
     assert lineage(autologged) == sorted(expected)
 

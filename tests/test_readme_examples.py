@@ -199,7 +199,7 @@ def check_tracking(ns, cwd):
     # the logged model gives the estimator's own predictions
     np.testing.assert_array_equal(ns["model"].predict(X[:50]), clf.predict(X[:50]))
     # the search: a parent with one child per candidate x fold, plus the refit
-    search = named(runs, "GridSearchCV")
+    search = named(runs, "GridSearchCV · mlp · 2 candidates × 3 folds")
     assert len(children(runs, search)) == 2 * 3 + 1
     assert "best_cv_score" in search.data.metrics
     # the cross-validation: a parent with its 3 folds and their mean
@@ -211,9 +211,9 @@ def check_tracking(ns, cwd):
     champion = mlflow.pyfunc.load_model("models:/mnist-mlp@champion")
     np.testing.assert_array_equal(champion.predict(X[:50]), clf.predict(X[:50]))
     # the ensemble: a parent with a child per member, and the whole ensemble as its model
-    vote = named(runs, "VotingClassifier")
+    vote = named(runs, "VotingClassifier · mlp + softmax (soft)")
     assert vote.info.run_id == ns["vote"].last_run_id_
-    assert sorted(r.info.run_name for r in children(runs, vote)) == ["mlp", "softmax"]
+    assert sorted(r.info.run_name for r in children(runs, vote)) == ["mlp-256-128", "softmax"]
     np.testing.assert_array_equal(ns["ensemble"].predict(X[:50]), ns["vote"].predict(X[:50]))
 
 

@@ -43,6 +43,15 @@ def test_study_logs_parent_trials_and_refit(store):
     parent = store.get_run(result.run_id)
     assert parent.data.metrics["best_value"] == pytest.approx(result.best_value)
     assert parent.data.tags["best.optimizer"] == result.best_params["optimizer"]
+    # an unnamed study's run reads as what it is, and says what was searched and how
+    assert re.fullmatch(r"tune-mlp-\d{8}-\d{4}", parent.info.run_name), parent.info.run_name
+    assert result.study.study_name.startswith("no-name-")  # Optuna's own name is kept
+    assert parent.data.tags["optuna.study"] == result.study.study_name
+    p = parent.data.params
+    assert p["space.optimizer"] == "['adam', 'sgd']" and p["space.lr"].startswith(
+        "FloatDistribution(")
+    assert (p["n_trials"], p["sampler"], p["pruner"], p["direction"], p["objective"]) == (
+        "4", "TrialSeededTPESampler", "NopPruner", "maximize", "valid_acc")
     assert {a.path for a in store.list_artifacts(result.run_id, "study")} >= {
         "study/optimization_history.png", "study/parallel_coordinate.png", "study/param_importances.png"}
     children = store.search_runs([parent.info.experiment_id],
@@ -52,7 +61,7 @@ def test_study_logs_parent_trials_and_refit(store):
     for t in trials:
         run = by_trial[str(t.number)]
         assert run.data.metrics["summary/best_valid_acc"] == pytest.approx(t.value)
-        assert run.data.metrics["optuna_value"] == pytest.approx(t.value)
+        assert run.data.metrics["optuna/value"] == pytest.approx(t.value)
         assert float(run.data.params["lr"]) == pytest.approx(t.params["lr"])
     model = mlflow.pyfunc.load_model(store.get_run(result.run_id).data.tags["model_uri"])
     np.testing.assert_array_equal(model.predict(X_TEST), result.best_estimator.predict(X_TEST))
@@ -70,7 +79,7 @@ def test_pruned_trials_are_recorded(store):
                              filter_string="tags.`optuna.pruned` LIKE '%pruned%'")
     assert len(runs) == len(pruned) and all(r.info.status == "FINISHED" for r in runs)
     assert all(r.info.run_name.endswith(" · pruned") for r in runs)
-    assert store.get_run(result.run_id).data.metrics["n_trials_pruned"] == len(pruned)
+    assert store.get_run(result.run_id).data.metrics["optuna/n_trials_pruned"] == len(pruned)
 
 
 def test_function_space_and_pipeline(store):
@@ -96,6 +105,9 @@ def test_sqlite_study_resumes_without_repeating(tmp_path, store):
     assert numbers == [0, 1, 2, 3, 4]  # 2 before, 3 more: none lost, none repeated
     reloaded = optuna.load_study(study_name="resume", storage=url)
     assert len(reloaded.trials) == 5
+    # one parent, named by the study, holding the first call's params (they cannot change)
+    parent = store.get_run(result.run_id)
+    assert parent.info.run_name == "resume" and parent.data.params["n_trials"] == "2"
 
 
 def _worker(url, n):

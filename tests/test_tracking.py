@@ -440,7 +440,9 @@ def test_autolog_gives_searches_a_parent_run(store):
         tracking.autolog(False)
     runs = _runs(store)
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert parent.info.run_name == "RandomizedSearchCV" and parent.info.status == "FINISHED"
+    assert parent.info.run_name == \
+        "RandomizedSearchCV · standardscaler → softmax · 2 candidates × 2 folds"
+    assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_cv_score"] == pytest.approx(search.best_score_)
     assert len([r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]) == 2 * 2 + 1
     assert other.best_score_ >= 0 and len(runs) == 6  # the LogisticRegression search logged nothing
@@ -728,3 +730,26 @@ def test_a_run_whose_model_waits_locally_is_not_reaped_as_killed(tmp_path, capsy
     assert uploaded == [kept] and failed == {}
     assert client.get_run(kept).info.status == "FINISHED"
     assert client.get_run(kept).data.tags["model_uri"].startswith("models:/")
+
+
+def test_names_say_what_a_run_and_a_model_are():
+    from sklearn.decomposition import PCA
+    from sklearn.ensemble import StackingClassifier, VotingClassifier
+    from sklearn.pipeline import Pipeline
+
+    from mnist_estimators.tracking import artifacts, scopes
+
+    mlp = MLPClassifier(hidden_sizes=(256, 128))
+    # a pipeline's model is named by its steps, not by its last one alone
+    assert artifacts.model_name(make_pipeline(PCA(50), mlp)) == "pca-mlp-256-128"
+    assert artifacts.model_name(Pipeline([("pixels", FunctionTransformer()),
+                                          ("clf", CNNClassifier(channels=(16, 32)))])) \
+        == "pixels-cnn-16-32"
+    assert artifacts.model_name(mlp) == "mlp-256-128"
+    five = VotingClassifier([(f"cnn{i}", CNNClassifier()) for i in range(5)], voting="soft")
+    assert scopes.ensemble_name(five) == "VotingClassifier · cnn × 5 (soft)"
+    stack = StackingClassifier([("a", mlp), ("b", make_pipeline(StandardScaler(), mlp))])
+    assert scopes.ensemble_name(stack) == \
+        "StackingClassifier · mlp + (standardscaler → mlp) → LogisticRegression"
+    grid = GridSearchCV(make_pipeline(PCA(5), mlp), {"mlpclassifier__lr": [1e-3, 1e-2]}, cv=3)
+    assert scopes.search_name(grid) == "GridSearchCV · pca → mlp"  # outside a fit: no counts

@@ -402,7 +402,7 @@ def test_sigterm_while_a_parallel_search_waits_on_its_workers_ends_every_run_and
     assert set(folds) == set(fold_ids), rows
     assert set(folds.values()) == {"KILLED"}, rows  # the workers were stopped; none left RUNNING
     # the console names the search's run and why it ended
-    assert f"parent run {parent_id} ('GridSearchCV') ended KILLED (terminated by signal " \
+    assert f"parent run {parent_id} ('GridSearchCV · mlp · 1 candidate × 2 folds') ended KILLED (terminated by signal " \
         f"{int(signal.SIGTERM)}); 2 fit(s) under it are logged" in err, err
     assert "alembic" not in err.lower()
     client = client_for(tmp_path)

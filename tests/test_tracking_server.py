@@ -158,13 +158,44 @@ def test_ui_command_serves_the_default_store(tmp_path):
                             text=True)
     try:
         first = proc.stdout.readline()
-        assert f"http://127.0.0.1:{port}" in first and "mlruns/mlflow.db" in first
+        assert "mlruns/mlflow.db" in first
         wait_for(f"http://127.0.0.1:{port}/health", proc)
         api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=mnist-estimators"
         with urllib.request.urlopen(api, timeout=10) as resp:
-            assert json.loads(resp.read())["experiment"]["name"] == "mnist-estimators"
+            exp_id = json.loads(resp.read())["experiment"]["experiment_id"]
+        # the address it prints is the experiment's runs table in the model-training view,
+        # not MLflow 3's GenAI overview
+        url = re.search(r"http://\S+", first)[0]
+        assert url == (f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs"
+                       "?workflowType=machine_learning")
+        if os.path.exists(CHROMIUM):
+            _first_page_shows_the_runs(url, tmp_path)
     finally:
         stop(proc)
+
+
+def _first_page_shows_the_runs(url, folder):
+    """Open ``url`` as a user would, in Chromium: the page that comes up is the runs table,
+    with the fit's run in it; a screenshot of it goes to test-artifacts/."""
+    from playwright.sync_api import expect, sync_playwright
+
+    client = mlflow.MlflowClient(f"sqlite:///{folder}/mlruns/mlflow.db")
+    exp_id = client.get_experiment_by_name("mnist-estimators").experiment_id
+    run_id = client.search_runs([exp_id])[0].info.run_id
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(url, wait_until="domcontentloaded")
+            expect(page.locator(f"[row-id='{run_id}']").first).to_be_visible(timeout=60_000)
+            assert "/runs" in page.url and "traces" not in page.url, page.url
+            os.makedirs(ARTIFACTS, exist_ok=True)
+            page.screenshot(path=os.path.join(ARTIFACTS, "mlflow-ui-first-page.png"))
+        finally:
+            browser.close()
 
 
 _SERVERS = []

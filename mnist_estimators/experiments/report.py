@@ -724,6 +724,26 @@ def log(client, parent_run_id, report):
                 (Path(tmp) / name).write_bytes(data)
             store.call(client.log_artifacts, parent_run_id, str(Path(tmp) / "cells"), "figures/cells")
     store.call(client.set_tag, parent_run_id, MLFLOW_RUN_NOTE, _note(report.markdown))
+    store.call(client.log_batch, parent_run_id, metrics=_result_metrics(report))
+
+
+def _result_metrics(report):
+    """The parent's own metrics, so that the runs table and the compare view show the results:
+    ``test_mean/VALUE`` per value with a successful seed, and under ``report/`` the cells
+    still missing and the claims held, failed and not judged."""
+    import time
+
+    from mlflow.entities import Metric
+
+    stamp = int(time.time() * 1000)
+    values = {f"test_mean/{_slug(r['value'])}": r["test_mean"]
+              for r in report.summary.to_dict("records") if np.isfinite(r["test_mean"])}
+    held = [c["held"] for c in report.claims]
+    values.update({"report/n_missing_cells": len(report.missing),
+                   "report/claims_held": held.count(True),
+                   "report/claims_failed": held.count(False),
+                   "report/claims_not_judged": held.count(None)})
+    return [Metric(k, float(v), stamp, 0) for k, v in values.items()]
 
 
 def _note(text, limit=None):

@@ -176,8 +176,11 @@ def _with_run_options(estimator, cell, exp):
     net = estimator[-1] if hasattr(estimator, "steps") else estimator
     figures = {"figures": "all", "embedding": exp.embedding} \
         if exp.cell_figures and cell.seed == 0 else {}  # the report shows seed 0's
+    # a quick run's cells are a smoke test of the grid: no model each (fast and faithful keep
+    # theirs, to be reloaded and compared)
+    models = {"log_model": False} if cell.protocol == "quick" else {}
     net.set_params(tracking_options={
-        **(net.tracking_options or {}), **figures, "run_name": cell.name,
+        **(net.tracking_options or {}), **figures, **models, "run_name": cell.name,
         "tags": {TAG + "cell_id": cell.id, TAG + "value": cell.value, TAG + "seed": cell.seed,
                  TAG + "name": cell.experiment, TAG + "protocol": cell.protocol,
                  lookup.SUPERSEDED: "no"}})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -57,8 +58,12 @@ def package_source():
 def model_name(net):
     """The logged model's name: what it is, ``mlp-256-128``, ``cnn-32-64``, ``softmax``, or
     for an ensemble its kind and size, ``voting-5`` (MLflow forbids ``/ : . % " '`` in it). A
-    pipeline is named by its last step."""
-    net = net.steps[-1][1] if hasattr(net, "steps") else net
+    pipeline is named by its steps' names, then its last step: ``pca-mlp-256-128``."""
+    if hasattr(net, "steps"):
+        *head, (_, last) = net.steps
+        names = [re.sub(r"[^\w-]", "", name.lower()) for name, step in head
+                 if step is not None and step != "passthrough"]
+        return "-".join([n for n in names if n] + [model_name(last)])
     kind = type(net).__name__.replace("Classifier", "").replace("SoftmaxRegression", "softmax")
     shape = getattr(net, "channels", None) or getattr(net, "hidden_sizes", None)
     if shape is None and isinstance(getattr(net, "estimators", None), (list, tuple)):

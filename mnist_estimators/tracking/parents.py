@@ -299,8 +299,18 @@ class ParentRun:
         return artifacts.log_model(self.client, self.run_id, model, X, params=params,
                                    name=artifacts.model_name(model))
 
+    def log_new_params(self, mapping):
+        """Log the params of ``mapping`` this run does not hold yet (a resumed run keeps the
+        values it was started with: MLflow params cannot change). Returns the names logged."""
+        held = store.call(self.client.get_run, self.run_id).data.params
+        new = {k: v for k, v in mapping.items() if str(k) not in held}
+        if new:
+            store.call(self.client.log_batch, self.run_id, params=_params(new))
+        return sorted(new)
+
     def count_fits(self, fallback_dir="models/unlogged"):
-        """Log ``n_fits_logged`` and ``n_fits_fallback`` (children kept in the outbox), and tell
+        """Log ``tracking/n_fits_logged`` and ``tracking/n_fits_fallback`` (children kept in the
+        outbox; under "tracking/", apart from the results, as the fits' "epoch/" curves), and tell
         this console when any fit fell back: it may have happened in a worker process."""
         children = store.call(self.client.search_runs, [store.call(
             self.client.get_run, self.run_id).info.experiment_id],
@@ -308,8 +318,8 @@ class ParentRun:
         kept = outbox.pending(fallback_dir, parent_run_id=self.run_id)
         logged = [r for r in children if r.info.status != "RUNNING"
                   and r.info.run_id not in {rec.get("run_id") for _, rec in kept}]
-        store.call(self.client.log_metric, self.run_id, "n_fits_logged", len(logged))
-        store.call(self.client.log_metric, self.run_id, "n_fits_fallback", len(kept))
+        store.call(self.client.log_metric, self.run_id, "tracking/n_fits_logged", len(logged))
+        store.call(self.client.log_metric, self.run_id, "tracking/n_fits_fallback", len(kept))
         if kept:
             warn(f"{len(kept)} fit(s) of run {self.run_id} could not be logged to MLflow; their "
                  f"models are in {fallback_dir} (`mnist-estimators runs upload {fallback_dir}` "

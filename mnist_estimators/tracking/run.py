@@ -89,7 +89,8 @@ class FitRun:
     def start(self, net, X_raw, y_raw, pipeline, position, source):
         """Open the store and create the run with its tags, params and dataset."""
         self.record = {"estimator": type(net).__name__, "start_time": int(self.started * 1000),
-                       "model_name": artifacts.model_name(net)}
+                       "model_name": artifacts.model_name(pipeline if pipeline is not None
+                                                          else net)}
         self._describe(net, X_raw, pipeline, position, source)  # kept for the outbox too
         self._safe("opening the store", self._open)
         self._safe("starting the run", self._start, X_raw, y_raw, source)

@@ -322,6 +322,48 @@ def members(estimator, final=True):
     return out
 
 
+def short_kind(estimator):
+    """What an estimator is, briefly, for a run's name: ``mlp``, ``cnn``, ``softmax`` for ours,
+    ``standardscaler → mlp`` for a pipeline, the class name for anything else."""
+    if hasattr(estimator, "steps"):
+        return " → ".join(short_kind(step) for _, step in estimator.steps
+                          if step is not None and not isinstance(step, str))
+    name = type(estimator).__name__
+    if is_ours(estimator):
+        return name.replace("Classifier", "").replace("SoftmaxRegression", "softmax").lower()
+    # a transformer by its pipeline step name (pca), a predictor by its class name
+    return name if hasattr(estimator, "predict") else name.lower()
+
+
+def search_name(search_cv, scope=None):
+    """A search's parent run name: ``GridSearchCV · mlp · 4 candidates × 2 folds`` (``?``
+    candidates for a search that decides as it goes)."""
+    parts = [type(search_cv).__name__, short_kind(search_cv.estimator)]
+    if isinstance(scope, SearchScope):
+        total = "?" if scope.n_candidates is None else scope.n_candidates
+        parts.append(f"{total} candidate{'' if total == 1 else 's'} × {scope.n_splits} folds")
+    return " · ".join(parts)
+
+
+def ensemble_name(ensemble):
+    """An ensemble's parent run name: ``VotingClassifier · mlp + softmax (soft)``,
+    ``VotingClassifier · cnn × 5 (soft)``, ``StackingClassifier · mlp + cnn → LogisticRegression``."""
+    counts = {}  # kind -> members, in order: five CNNs read "cnn × 5"
+    for _, member in members(ensemble, final=False):
+        k = short_kind(member)
+        counts[k] = counts.get(k, 0) + 1
+    body = " + ".join((f"({k})" if " → " in k else k) + (f" × {n}" if n > 1 else "")
+                      for k, n in counts.items())
+    params = ensemble.get_params(deep=False)
+    if params.get("final_estimator") is not None:
+        body += " → " + short_kind(params["final_estimator"])
+    elif "final_estimator" in params:
+        body += " → LogisticRegression"  # StackingClassifier's default
+    if isinstance(params.get("voting"), str):
+        body += f" ({params['voting']})"
+    return f"{type(ensemble).__name__} · {body}"
+
+
 def kind(member):
     """What a member is: ``MLPClassifier``, or ``Pipeline(StandardScaler, MLPClassifier)``."""
     if hasattr(member, "steps"):

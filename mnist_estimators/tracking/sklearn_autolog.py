@@ -36,7 +36,7 @@ from .callbacks import MlflowRunLogger, WeightSnapshots
 from .console import logger
 from .context import is_enabled, resolve_options
 from .parents import capture_context, carrying, current_parent, parent_run
-from . import scopes
+from . import artifacts, scopes
 
 _originals = {}          # (owner, name) -> the original, while installed
 _autolog = [False]
@@ -109,13 +109,14 @@ def _pipeline_fit(original):
 def _search_fit(original):
     @functools.wraps(original)
     def fit(self, X, y=None, **params):
-        with _scope(scopes.search, self, X, y, params.get("groups")):
+        with _scope(scopes.search, self, X, y, params.get("groups")) as scope:
             if not (_autolog[0] and is_enabled() and scopes.ours(self.estimator)) \
                     or current_parent() is not None:
                 return original(self, X, y, **params)
             from ..data import data_source
 
-            with parent_run(type(self).__name__, tags={"search_class": type(self).__name__},
+            with parent_run(scopes.search_name(self, scope),
+                            tags={"search_class": type(self).__name__},
                             data_source=data_source(X)) as parent:
                 original(self, X, y, **params)
                 if parent is not None:
@@ -137,7 +138,7 @@ def _ensemble_fit(original):
             start = time.time()
             # no data_source for the members: it would name their data a subset of the
             # parent's (as for a search's folds), and a voting ensemble's members fit on all
-            with parent_run(kind, tags={"ensemble_class": kind}) as parent:
+            with parent_run(scopes.ensemble_name(self), tags={"ensemble_class": kind}) as parent:
                 with _as_members(self):
                     original(self, X, y, **params)
                 # where this fit's run is, as our estimators keep it (``reproduce`` reads it)
@@ -317,8 +318,10 @@ def _as_members(ensemble):
         options = dict(own or {})
         options["tags"] = {**(options.get("tags") or {}), "ensemble.member": name,
                            "ensemble.class": kind}
-        if options.get("run_name") is None:
-            options["run_name"] = name
+        if options.get("run_name") is None:  # its name, and what it is: "wide · mlp-512"
+            shape = artifacts.model_name(net)
+            options["run_name"] = shape if shape == name or shape.startswith(name + "-") \
+                else f"{name} · {shape}"
         if options.get("log_model", "auto") == "auto":
             options["log_model"] = False
         net.set_params(tracking_options=options)

@@ -287,7 +287,9 @@ def experiment_id(client, name, artifact_root=None):
     if exp is not None:
         return exp.experiment_id
     try:
-        # The kind tag makes the MLflow UI open on the runs table, not its GenAI overview.
+        # The kind tag says what the experiment holds. MLflow 3.17's UI ignores it (it takes
+        # the kind from its workflowType switch): `mnist-estimators ui` prints the URL of the
+        # runs table in the model-training view.
         return call(client.create_experiment, name, artifact_location=artifact_root,
                     tags={"mlflow.experimentKind": "custom_model_development"})
     except MlflowException:
