@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _compat
-from . import store
+from . import scopes, store
 
 
 @lru_cache(maxsize=1)
@@ -64,11 +64,11 @@ def model_name(net):
         names = [re.sub(r"[^\w-]", "", name.lower()) for name, step in head
                  if step is not None and step != "passthrough"]
         return "-".join([n for n in names if n] + [model_name(last)])
-    kind = type(net).__name__.replace("Classifier", "").replace("SoftmaxRegression", "softmax")
+    kind = scopes.class_kind(net)
     shape = getattr(net, "channels", None) or getattr(net, "hidden_sizes", None)
     if shape is None and isinstance(getattr(net, "estimators", None), (list, tuple)):
         shape = (len(net.estimators),)  # VotingClassifier, StackingClassifier
-    return "-".join([kind.lower(), *map(str, shape or ())])
+    return "-".join([kind, *map(str, shape or ())])
 
 
 def log_model(client, run_id, model, X=None, registered_model_name=None, params=None, *,

@@ -322,6 +322,13 @@ def members(estimator, final=True):
     return out
 
 
+def class_kind(estimator):
+    """An estimator's class as a short lowercase word: ``mlp``, ``cnn``, ``softmax``,
+    ``voting``, ``stacking`` (run and model names)."""
+    return type(estimator).__name__.replace("Classifier", "") \
+        .replace("SoftmaxRegression", "softmax").lower()
+
+
 def short_kind(estimator):
     """What an estimator is, briefly, for a run's name: ``mlp``, ``cnn``, ``softmax`` for ours,
     ``standardscaler → mlp`` for a pipeline, the class name for anything else."""
@@ -330,7 +337,7 @@ def short_kind(estimator):
                           if step is not None and not isinstance(step, str))
     name = type(estimator).__name__
     if is_ours(estimator):
-        return name.replace("Classifier", "").replace("SoftmaxRegression", "softmax").lower()
+        return class_kind(estimator)
     # a transformer by its pipeline step name (pca), a predictor by its class name
     return name if hasattr(estimator, "predict") else name.lower()
 
