@@ -64,7 +64,7 @@ SECTIONS = ("time_to_99", "predict", "scaling", "batch_size", "augment", "compil
 # fast path for 12 or 24 channels, and BatchNorm+ReLU, not the convolutions, were 70% of the
 # 12-24 network's epoch.
 # precision="auto": bfloat16 where the CPU computes it (AVX512-BF16/AMX), where the 3.2 s of
-# the README was measured; float32 elsewhere (emulated bfloat16 is ~13x slower).
+# docs/results.md was measured; float32 elsewhere (emulated bfloat16 is ~13x slower).
 TIME_TO_99 = dict(channels=(16, 32, 64), module__pool_first=True, hidden_sizes=(128,),
                   dropout=0.0, batch_size=128, lr=8e-3, lr_schedule="onecycle",
                   criterion__label_smoothing=0.1, precision="auto",

@@ -73,6 +73,16 @@ def _remember(source, *arrays):
             del _SOURCES[key]
 
 
+def mark_subset(rows, of, *others):
+    """Remember ``rows`` (and ``others``, e.g. their labels), drawn from ``of`` by fancy
+    indexing (a copy, which ``data_source`` cannot trace), as a subset of where ``of`` came
+    from: MLflow then names them ``mnist-subset-train``, as it names a slice. Returns ``rows``."""
+    source = data_source(of)
+    if source is not None:
+        _remember({**source, "rows": "subset"}, rows, *others)
+    return rows
+
+
 def data_source(X):
     """Where ``X`` came from (a dict with ``kind``...), if a reader here returned it or its base.
 

@@ -26,7 +26,7 @@ from skorch.utils import is_dataset
 from torch import nn
 
 from . import _compat, hooks
-from .inputs import InputAdapter
+from .inputs import InputAdapter, InputScaleWarning  # noqa: F401 - public here, beside the others
 from .modules import CNN, MLP, SoftmaxRegression
 from .params import Hidden, InstanceOf, Interval, Options, StartsWith, validate
 from .persistence import load_model, save_model  # noqa: F401 - public here too
@@ -575,7 +575,7 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
 
 
 _COMMON_DOC = """
-    init : str, default="default"
+    init : str, default="default" ("he_normal" for MLPClassifier)
         Weight initialization: "default" (PyTorch's), "zero", "uniform" (U(0, 1)), "normal"
         (N(0, 0.01^2)), "he_uniform", "he_normal", "xavier_uniform", "xavier_normal".
     optimizer : str or torch optimizer class, default="adam"
@@ -614,7 +614,9 @@ _COMMON_DOC = """
         "auto" divides integer-typed X (uint8 pixels) by 255, at fit and predict time alike.
         For float X the factor is learned in ``fit`` (``input_scale_``): 1/255 when the fit data
         were integers or floats in (1, 255], else 1 ([0, 1] images and standardized features
-        pass unchanged), and float X at predict time is taken on that same scale.
+        pass unchanged), and float X at predict time is taken on that same scale. A fit whose
+        inputs, so scaled, are far from unit scale (root mean square above 10, e.g. PCA of raw
+        pixels) warns once with ``InputScaleWarning``: put a ``StandardScaler`` first.
     augment_rotation, augment_scale, augment_shift : float, default=0.0
         Training-only random affine augmentation: largest rotation (degrees), relative zoom in
         and out (0.1 scales by U(0.9, 1.1)) and shift (pixels), drawn per image.

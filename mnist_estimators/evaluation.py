@@ -51,6 +51,7 @@ class Evaluation:
     ece: float | None = None
     top: int = 10
     run_id: str | None = None
+    model_uri: str | None = None     # the MLflow model the estimator was logged as, if it was
 
     def report(self, top=None):
         """The text ``evaluate --images`` prints: the accuracy line, the confusion table with
@@ -144,7 +145,9 @@ def evaluate_images(model, folder, *, top=10, log=True, on_error="raise"):
     mistakes = [{"file": files[i], "true": int(y[i]), "predicted": int(y_pred[i]),
                  "probability": None if confidence is None else float(confidence[i])}
                 for i in wrong]
+    net = model.steps[-1][1] if hasattr(model, "steps") else model
     result = Evaluation(model=name, model_class=type(model).__name__, folder=str(folder),
+                        model_uri=getattr(net, "last_model_uri_", None),
                         accuracy=float((y == y_pred).mean()),
                         n=len(y), confusion=counts, per_digit=per_digit, mistakes=mistakes,
                         files=files, y_true=y, y_pred=y_pred, ece=ece, top=top)
@@ -219,7 +222,7 @@ def _log_run(result, X, wrong, proba=None, classes=None):
 
 def _log_contents(client, run_id, result, X, wrong, proba=None, classes=None):
     import mlflow
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import LoggedModelInput, Metric, Param
 
     from . import plots
     from .tracking import artifacts, store
@@ -230,11 +233,18 @@ def _log_contents(client, run_id, result, X, wrong, proba=None, classes=None):
     params = {"model": str(model.resolve()) if model.is_file() else result.model,
               "model.class": result.model_class, "images.folder": str(folder.resolve()),
               "images.n": result.n, "top": result.top}
+    # The MLflow model the estimator was logged as when it was trained, if it is in this store:
+    # the run takes it as an input and its metrics are linked to it, so the model's page lists
+    # this evaluation beside its validation results.
+    model_id = _logged_model_id(client, result.model_uri)
+    if model_id is not None:
+        params["model.uri"] = result.model_uri
     store.call(client.log_batch, run_id,
                params=[Param(k, str(v)[:1000]) for k, v in params.items()])
 
     ds = make_dataset(X, result.y_true, {"kind": "images", "path": str(folder.resolve())})
-    store.call(client.log_inputs, run_id, datasets=[dataset_input(ds, "evaluation")])
+    store.call(client.log_inputs, run_id, datasets=[dataset_input(ds, "evaluation")],
+               models=[LoggedModelInput(model_id)] if model_id is not None else None)
 
     # MLflow's own evaluation, next to ours: accuracy_score, precision/recall/f1 (weighted),
     # example_count, per_class_metrics.csv and its confusion_matrix.png. Measured (MLP, 2
@@ -258,19 +268,18 @@ def _log_contents(client, run_id, result, X, wrong, proba=None, classes=None):
                                                  "label_list": DIGITS})
 
     stamp = int(time.time() * 1000)
-    metrics = {"accuracy": result.accuracy}
+    metrics = {}  # the accuracy is mlflow.models.evaluate's accuracy_score (above)
     if result.ece is not None:
         metrics["ece"] = result.ece
     metrics.update({f"digit_accuracy/{d}": a for d, a in result.per_digit.items()
                     if not np.isnan(a)})  # a digit without images has no accuracy
     store.call(client.log_batch, run_id, metrics=[
-        Metric(k, float(v), stamp, 0, dataset_name=ds.name, dataset_digest=ds.digest)
-        for k, v in metrics.items()])
+        Metric(k, float(v), stamp, 0, dataset_name=ds.name, dataset_digest=ds.digest,
+               model_id=model_id) for k, v in metrics.items()])
 
     # the misclassified digits most confident first: the grid shows the first 36
     order = np.concatenate([wrong, np.setdiff1d(np.arange(result.n), wrong)])
-    figures = {
-        "confusion_matrix.png": plots.confusion_matrix(result.y_true, result.y_pred, DIGITS),
+    figures = {  # the confusion matrix is mlflow.models.evaluate's (confusion_matrix.png)
         "misclassified.png": plots.misclassified_grid(X[order], result.y_true[order],
                                                       result.y_pred[order]),
     }
@@ -283,6 +292,18 @@ def _log_contents(client, run_id, result, X, wrong, proba=None, classes=None):
         f"{'' if m['probability'] is None else round(m['probability'], 6)}"
         for m in result.mistakes]
     store.call(client.log_text, run_id, "\n".join(rows) + "\n", "mistakes.csv")
+
+
+def _logged_model_id(client, uri):
+    """The id of the logged model ``uri`` (``models:/m-...``) when this store holds it."""
+    from .tracking import store
+
+    if not (isinstance(uri, str) and uri.startswith("models:/m-")):
+        return None
+    try:
+        return store.call(client.get_logged_model, uri[len("models:/"):]).model_id
+    except Exception:  # noqa: BLE001 - trained against another store, or deleted
+        return None
 
 
 def _csv_field(text):

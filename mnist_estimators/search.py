@@ -1,4 +1,4 @@
-"""Optuna studies over the estimators (or pipelines ending in one), tracked in MLflow.
+"""Optuna studies over the estimators (or pipelines ending in one), tracked in MLflow::
 
     from optuna.distributions import FloatDistribution, CategoricalDistribution
     result = tune(MLPClassifier(max_epochs=10),
@@ -75,7 +75,24 @@ def _held(study, since, heartbeat, below=None):
 
 class PruningCallback(SkorchPruningCallback):
     """optuna-integration's skorch pruning callback, minus the trial when copied or pickled: a
-    fitted model (logged, saved) must not carry the study's storage connection."""
+    fitted model (logged, saved) must not carry the study's storage connection.
+
+    Its message counts epochs as the run does: optuna-integration reports Optuna's 0-based step
+    ("pruned at epoch 1" after the second epoch, of a run whose ``n_epochs`` is 2)."""
+
+    def __init__(self, trial, monitor):
+        super().__init__(trial, monitor)
+        self.monitor_key = monitor
+
+    def on_epoch_end(self, net, **kwargs):
+        try:
+            super().on_epoch_end(net, **kwargs)
+        except optuna.TrialPruned:
+            epoch = len(net.history)
+            value = net.history[-1, self.monitor_key]
+            raise optuna.TrialPruned(
+                f"pruned after epoch {epoch} of {net.max_epochs} "
+                f"({self.monitor_key} {value:.4f})") from None
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -300,7 +317,7 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
                                               "run_name": f"refit best (trial {best.number})"})
             best_model.fit(X, y)
         if parent is not None:
-            _log_study(parent, study, best_model, X, register_as)
+            _log_study(parent, study, best_model, X, y, register_as)
     return TuneResult(study, best.params, best.value, best_model,
                       parent.run_id if parent is not None else None)
 
@@ -342,7 +359,7 @@ def _study_parent(study, storage, run_name):
     return run_id
 
 
-def _log_study(parent, study, best_model, X, register_as):
+def _log_study(parent, study, best_model, X, y, register_as):
     from optuna.visualization import matplotlib as ovm
 
     client = parent.client
@@ -353,6 +370,8 @@ def _log_study(parent, study, best_model, X, register_as):
         client.set_tag(parent.run_id, f"best.{k}", str(v)[:5000])
     client.set_tag(parent.run_id, "best.trial", str(best.number))
     client.log_metric(parent.run_id, "best_value", best.value)
+    if X is not None:
+        parent.log_dataset(X, y)  # the data every trial drew its split from
     states = [t.state.name for t in study.trials if not t.user_attrs.get("surplus")]
     for state in ("COMPLETE", "PRUNED", "FAIL"):
         client.log_metric(parent.run_id, f"optuna/n_trials_{state.lower()}",
@@ -376,6 +395,6 @@ def _log_study(parent, study, best_model, X, register_as):
         fig.tight_layout()  # Optuna's importances plot clips long parameter names otherwise
         client.log_figure(parent.run_id, fig, f"study/{name}")
     if best_model is not None:
-        parent.log_model(best_model, X)
+        parent.log_refit_model(best_model, X)
         if register_as:
             tracking.register(parent.run_id, register_as)

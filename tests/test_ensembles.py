@@ -72,6 +72,9 @@ def assert_reloads(client, parent, model, X):
     """The parent's one MLflow model gives the fitted model's predictions back."""
     uri = parent.data.tags["model_uri"]
     np.testing.assert_array_equal(mlflow.pyfunc.load_model(uri).predict(X), model.predict(X))
+    # the model's description is its run's
+    logged = client.get_logged_model(uri.split("/")[-1])
+    assert logged.tags["mlflow.note.content"] == parent.data.tags["mlflow.note.content"]
     return uri
 
 
@@ -192,7 +195,7 @@ def test_stacking_is_one_parent_with_members_folds_and_final_estimator(store):
     assert len(runs) == 1 + len(kids) and all(r.info.status == "FINISHED" for r in kids)
     folds = [r for r in kids if r.data.tags.get("search.fold") == "of cross_val_predict"]
     assert sorted(r.info.run_name for r in folds) == [  # named apart from the members' fits
-        "mlp-16 · cv fold", "mlp-16 · cv fold", "softmax · cv fold", "softmax · cv fold"]
+        "cv fold · mlp-16", "cv fold · mlp-16", "cv fold · softmax", "cv fold · softmax"]
     assert sorted(r.info.run_name for r in kids if r not in folds) == [
         "final_estimator · softmax", "mlp-16", "softmax"]
     assert not any("model_uri" in r.data.tags for r in kids)

@@ -125,6 +125,43 @@ def test_input_forms_give_the_same_model(cls, form):
     np.testing.assert_allclose(est.predict_proba(X_TEST), ref.predict_proba(X_TEST), atol=1e-5)
 
 
+def test_features_far_from_unit_scale_warn_once_and_scaled_ones_do_not():
+    # PCA of raw pixels: components in the hundreds (only uint8 and 0-255 float pixels are
+    # scaled for the user), on which the networks train poorly.
+    from mnist_estimators.estimators import InputScaleWarning
+
+    components = PCA(n_components=50, random_state=0).fit_transform(X_TRAIN)
+    for fit in (lambda: small(SoftmaxRegressionClassifier, max_epochs=1).fit(components, Y_TRAIN),
+                lambda: make_pipeline(PCA(n_components=50, random_state=0),
+                                      small(MLPClassifier, max_epochs=2)).fit(X_TRAIN, Y_TRAIN),
+                lambda: small(MLPClassifier, max_epochs=1).partial_fit(components, Y_TRAIN)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit()
+        (warning,) = [w for w in caught if w.category is InputScaleWarning]  # one per fit
+    message = str(warning.message)
+    rms = np.sqrt(np.mean(components.astype(np.float32) ** 2))
+    peak = components.flat[np.abs(components).argmax()]
+    assert message.startswith(f"MLPClassifier.fit: X's values reach {peak:,.1f} (root mean "
+                              f"square {rms:,.1f}): features far from unit scale train poorly.")
+    assert "make_pipeline(StandardScaler(), PCA(50), MLPClassifier())" in message
+    with pytest.warns(InputScaleWarning) as caught:
+        small(MLPClassifier, max_epochs=1).fit(components, Y_TRAIN)
+    assert caught[0].filename == __file__  # points at the line that called fit
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputScaleWarning)
+        for X in (X_TRAIN,                                          # uint8 pixels
+                  X_TRAIN.astype(np.float32) / 255,                 # [0, 1] pixels
+                  X_TRAIN.astype(np.float64),                       # 0-255 floats, auto-scaled
+                  StandardScaler().fit_transform(X_TRAIN),          # standardized (max |x| ~20)
+                  make_pipeline(StandardScaler(), PCA(n_components=50, random_state=0))
+                  .fit_transform(X_TRAIN)):                         # RMS ~3, max |x| ~60
+            small(MLPClassifier, max_epochs=1).fit(X, Y_TRAIN)
+        make_pipeline(StandardScaler(), PCA(n_components=50, random_state=0),
+                      small(SoftmaxRegressionClassifier, max_epochs=1)).fit(X_TRAIN, Y_TRAIN)
+
+
 def test_the_callers_array_is_never_rewritten_and_read_only_memmaps_work(tmp_path):
     # float32 pixels 0-255 need no conversion copy: scaling them must not happen in the
     # caller's array (it did: fit left X divided by 255), nor crash on a read-only memmap

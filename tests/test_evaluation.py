@@ -130,7 +130,7 @@ def test_the_evaluation_run_holds_metrics_figures_dataset_and_ends_finished(draw
     assert p["model"] == str(model_file) and p["images.folder"] == str(drawn.resolve())
     assert p["images.n"] == "40" and p["model.class"] == "MLPClassifier"
     m = run.data.metrics
-    assert m["accuracy"] == pytest.approx(result.accuracy)
+    assert "accuracy" not in m and "model.uri" not in p  # one accuracy; a model never logged
     assert m["ece"] == pytest.approx(result.ece)
     for d in range(10):
         assert m[f"digit_accuracy/{d}"] == pytest.approx(result.per_digit[d])
@@ -143,14 +143,29 @@ def test_the_evaluation_run_holds_metrics_figures_dataset_and_ends_finished(draw
     artifacts = {a.path for a in store.list_artifacts(run.info.run_id)}
     assert {"figures", "mistakes.csv", "per_class_metrics.csv", "confusion_matrix.png"} <= artifacts
     figures = {a.path for a in store.list_artifacts(run.info.run_id, "figures")}
-    assert figures == {"figures/confusion_matrix.png", "figures/misclassified.png",
-                       "figures/reliability_diagram.png"}
+    # one confusion matrix: mlflow.models.evaluate's (confusion_matrix.png, above)
+    assert figures == {"figures/misclassified.png", "figures/reliability_diagram.png"}
     table = list(csv.DictReader(io.StringIO(
         mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/mistakes.csv"))))
     assert [r["file"] for r in table] == [m["file"] for m in result.mistakes]
     image = mlflow.artifacts.load_image(f"runs:/{run.info.run_id}/figures/misclassified.png")
     assert image.width > 100
     assert mlflow.active_run() is None
+
+
+@pytest.mark.tracking
+def test_the_evaluation_run_is_linked_to_the_logged_model_it_scored(drawn, store, tmp_path):
+    est = MLPClassifier(hidden_sizes=(32,), max_epochs=2, random_state=0).fit(X_TRAIN, Y_TRAIN)
+    model_id = est.last_model_uri_.split("/")[-1]
+    result = evaluate_images(save_model(est, tmp_path / "tracked.pkl"), drawn)
+    run = store.get_run(result.run_id)
+    assert run.data.params["model.uri"] == est.last_model_uri_
+    assert [m.model_id for m in run.inputs.model_inputs] == [model_id]
+    # the model's page lists the evaluation's results on the images, beside its validation's
+    linked = {m.key: m for m in store.get_logged_model(model_id).metrics}
+    assert linked["ece"].value == pytest.approx(result.ece)
+    assert linked["ece"].dataset_name == "images-drawings"
+    assert "summary/best_valid_acc" in linked
 
 
 @pytest.mark.tracking
@@ -189,7 +204,7 @@ def test_an_interrupt_ends_the_run_killed(drawn, model_file, store, monkeypatch)
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plots, "confusion_matrix", interrupted)
+    monkeypatch.setattr(plots, "misclassified_grid", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate_images(model_file, drawn)
     (run,) = _runs(store)

@@ -109,8 +109,14 @@ def test_two_experiments_end_to_end_with_two_workers_then_a_rerun_trains_nothing
     runs = children(client, one.parent_run_id)
     assert sorted(r.info.run_name for r in runs) == [
         "relu · seed 0", "relu · seed 1", "tanh · seed 0", "tanh · seed 1"]
+    # the parent carries the training data, named and digested as each cell's
+    (data,) = [d.dataset for d in parent.inputs.dataset_inputs]
+    assert data.name == "mnist-subset-train"  # the quick protocol's draw from the train set
     for r in runs:
-        assert r.info.status == "FINISHED" and r.data.tags["experiment.outcome"] == "ok"
+        assert [(d.dataset.name, d.dataset.digest) for d in r.inputs.dataset_inputs] == [
+            (data.name, data.digest)]
+    for r in runs:
+        assert r.data.tags["experiment.outcome"] == "ok" and r.info.status == "FINISHED"
         assert 0 < r.data.metrics["test_accuracy"] <= 1 and "train_accuracy" in r.data.metrics
         assert r.data.params["hidden_sizes"] == "(16,)" and r.data.params["max_epochs"] == "2"
         assert "model_uri" not in r.data.tags  # a quick run's cells keep no model

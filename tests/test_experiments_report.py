@@ -3,6 +3,7 @@ fills it (a parent run per experiment and protocol, a child run per cell); nothi
 
 import json
 import math
+import re
 
 import mlflow
 import numpy as np
@@ -217,6 +218,94 @@ def test_verdicts_and_claims_from_hand_made_rows():
                     "dec": True, "inc-part": True}
 
 
+def test_claims_on_values_that_did_not_train_are_not_assessable():
+    # The quick protocol trains a few steps on tiny data: values sit near chance (0.1), and a
+    # "similar" claim on them held, a "best" one failed, on numbers that say nothing.
+    assert report.UNTRAINED_ACCURACY == pytest.approx(0.2)
+    claims = [{"text": "s-chance", "kind": "similar", "a": "lr=0.001", "b": "lr=0.0001"},
+              {"text": "b-one-chance", "kind": "better", "a": "lr=0.1", "b": "lr=0.001"},
+              {"text": "s-trained", "kind": "similar", "a": "lr=0.1", "b": "lr=0.01"},
+              {"text": "best", "kind": "best", "a": "lr=0.1"},
+              {"text": "dec", "kind": "decreasing"},
+              {"text": "dec-part", "kind": "decreasing", "a": "lr=0.1", "b": "lr=0.01"},
+              {"text": "worst-chance", "kind": "worst", "a": "lr=0.001"},
+              {"text": "worst-trained", "kind": "worst", "a": "lr=0.01"}]
+    exp = _grid_exp(claims)
+    rows = _rows({"lr=0.1": [0.95, 0.951, 0.952], "lr=0.01": [0.949, 0.95, 0.951],
+                  "lr=0.001": [0.11, 0.115, 0.12], "lr=0.0001": [0.10, 0.09, 0.11],
+                  "lr=1e-05": [None, None]})
+    checked = {c["text"]: c for c in report.check_claims(exp, report.summarize(exp, rows))}
+    held = {text: c["held"] for text, c in checked.items()}
+    assessable = {text for text, c in checked.items() if c["assessable"]}
+    assert held == {"s-chance": None, "b-one-chance": None, "s-trained": True, "best": None,
+                    "dec": None, "dec-part": True, "worst-chance": True, "worst-trained": False}
+    assert assessable == {"s-trained", "dec-part", "worst-chance", "worst-trained"}
+    assert checked["s-chance"]["evidence"] == (
+        "not assessable: lr=0.001 and lr=0.0001 scored at chance (0.1150, 0.1000), so the "
+        "comparison says nothing")
+    assert checked["b-one-chance"]["evidence"] == (
+        "not assessable: lr=0.001 scored at chance (0.1150), so the comparison says nothing")
+    assert checked["best"]["evidence"].endswith("(0.1150, 0.1000), so the ranking says nothing")
+    assert checked["dec"]["evidence"].endswith("so the trend says nothing")
+    # "worst" is about a value that does not train: at chance it is at the floor, and the
+    # other value at chance (lower by noise) ties with it; a trained value is not the worst.
+    assert checked["worst-chance"]["evidence"] == (
+        "lr=0.001 scored at chance (0.1150), the floor; lr=0.0001 too (0.1000); the lowest "
+        "value that trained: lr=0.01 0.9500")
+    assert checked["worst-trained"]["evidence"].startswith("lr=0.01 0.9500; the lowest")
+
+    # Nothing trained: not even "worst" can rank; every seed diverged is a result, judged as
+    # before (the seeds' "overflow"), and so is a value above the threshold.
+    rows = _rows({"lr=0.1": [0.11, 0.12], "lr=0.01": [0.1, 0.1], "lr=0.001": [0.21, 0.22],
+                  "lr=0.0001": [None, None]})
+    exp = _grid_exp([{"text": "w", "kind": "worst", "a": "lr=0.1"},
+                     {"text": "w-div", "kind": "worst", "a": "lr=0.0001"},
+                     {"text": "b-div", "kind": "better", "a": "lr=0.001", "b": "lr=0.0001"},
+                     {"text": "b-div-chance", "kind": "better", "a": "lr=0.01", "b": "lr=0.0001"}])
+    checked = {c["text"]: c for c in report.check_claims(exp, report.summarize(exp, rows))}
+    assert {t: (c["held"], c["assessable"]) for t, c in checked.items()} == {
+        "w": (True, True), "w-div": (True, True), "b-div": (True, True),
+        "b-div-chance": (None, False)}
+    assert checked["w-div"]["evidence"].startswith("every seed of lr=0.0001 diverged, the floor")
+    rows = _rows({"lr=0.1": [0.11, 0.12], "lr=0.01": [0.1, 0.1], "lr=0.0001": [None, None]})
+    (claim,) = report.check_claims(exp := _grid_exp([{"text": "w", "kind": "worst",
+                                                      "a": "lr=0.1"}]),
+                                   report.summarize(exp, rows))
+    assert (claim["held"], claim["assessable"]) == (None, False)
+    assert claim["evidence"] == ("not assessable: lr=0.1 and lr=0.01 scored at chance (0.1150, "
+                                 "0.1000), so the ranking says nothing")
+
+
+def test_the_report_and_its_metrics_tell_not_assessable_from_not_judged():
+    # The quick protocol's zero and He at chance; one Xavier cell has no result yet.
+    exp = Experiment.from_dict({**SPEC, "claims": SPEC["claims"] + [
+        {"text": "He beats zero", "kind": "better", "a": "He", "b": "zero"}]})
+    rows = _rows({"zero": [0.1135, 0.1135, 0.1135], "He": [0.11, 0.10, 0.12],
+                  "Xavier": [0.96, 0.965]})
+    summary = report.summarize(exp, rows)
+    claims = report.check_claims(exp, summary, waiting={"Xavier": 1})
+    assert [(c["held"], c["assessable"]) for c in claims] == [(None, True)] * 5 + [(None, False)]
+    md = report.markdown(exp, "quick", summary, claims, missing=1, total=9)
+    assert "- ? He and Xavier are within noise (similar): not judged yet: 1 cell(s) of Xavier" in md
+    assert ("- ? He beats zero (better): not assessable: He and zero scored at chance (0.1100, "
+            "0.1135), so the comparison says nothing\n") in md
+    assert ("A value whose mean test accuracy is at most 0.20 (chance, 0.10 with ten classes, "
+            "plus 0.10) did not train under this protocol") in md
+    got = report.Report(rows=rows, summary=summary, claims=claims, markdown=md, missing=[None])
+    metrics = {m.key: m.value for m in report._result_metrics(got)}
+    assert {k: v for k, v in metrics.items() if k.startswith("report/")} == {
+        "report/n_missing_cells": 1, "report/claims_held": 0, "report/claims_failed": 0,
+        "report/claims_not_judged": 5, "report/claims_not_assessable": 1}
+    # Once Xavier is complete, "zero does not train" is judged: zero is at the floor.
+    claims = {c["text"]: c for c in report.check_claims(exp, summary)}
+    assert claims["Zero initialization does not train"]["held"] is True
+    assert claims["He and Xavier are within noise"]["assessable"] is False
+    trained = report.check_claims(exp, report.summarize(exp, _rows(TEST)))
+    assert all(c["assessable"] for c in trained)
+    assert "did not train under this protocol" not in report.markdown(
+        exp, "fast", report.summarize(exp, _rows(TEST)), trained)
+
+
 def test_welch_from_statistics_is_scipy_and_handles_no_spread():
     a, b = [0.91, 0.95, 0.93, 0.96], [0.90, 0.915, 0.92]
     got = report.welch((np.mean(a), np.std(a, ddof=1), 4), (np.mean(b), np.std(b, ddof=1), 3))
@@ -262,6 +351,48 @@ def test_figures(built, exp):
     # Xavier seed 2 stopped after two epochs: epoch 3 is the mean of the other two seeds
     xavier = lines[2].get_ydata()
     assert xavier[2] == pytest.approx(np.mean([TEST["Xavier"][0], TEST["Xavier"][1]]) - 0.01)
+
+
+def _drawn_inside(fig, texts):
+    fig.canvas.draw()  # the layout is made at draw time, as when the PNG is saved
+    renderer, box = fig.canvas.get_renderer(), fig.bbox
+    for text in texts:
+        bb = text.get_window_extent(renderer)
+        assert box.x0 <= bb.x0 and bb.x1 <= box.x1 and box.y0 <= bb.y0 and bb.y1 <= box.y1, (
+            f"{text.get_text()!r} is drawn at {bb.extents}, outside the figure {box.extents}")
+
+
+def _text_of(fig, words):
+    """The text artist of ``fig`` that reads ``words`` once its line breaks are undone."""
+    from matplotlib.text import Text
+
+    (text,) = [t for t in fig.findobj(Text) if " ".join(t.get_text().split()) == words]
+    return text
+
+
+def test_long_titles_and_labels_are_drawn_inside_the_figures():
+    # seed 002's title, cut at both edges of accuracy.png and curves.png ("igmoid, tanh and ReLU,
+    # MLP 128..."), with long labels: slanted ticks and the curves' legend, outside the axes
+    title = "Sigmoid, tanh and ReLU, MLP 128 with momentum, a title as long as they come (seed 002)"
+    labels = ["ReLU, default init · no dropout", "ReLU, Glorot · dropout 0.2", "ELU, Glorot"]
+    exp = Experiment.from_dict({**SPEC, "title": title, "baseline": labels[0], "claims": [],
+                                "seed_reported": {},
+                                "axes": [{"param": "init", "values": ["a", "b", "c"],
+                                          "labels": labels}]})
+    summary = report.summarize(exp, _rows({v: [0.9, 0.91] for v in labels}))
+    fig = report.accuracy_figure(exp, summary)
+    (ax,) = fig.axes
+    heading = _text_of(fig, title)
+    assert "\n" in heading.get_text()  # wrapped at words, none lost
+    _drawn_inside(fig, [heading, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(),
+                        *ax.get_legend().get_texts()])
+    fig = report.curves_figure(exp, {v: [[0.5, 0.7, 0.8]] for v in labels})
+    (ax,) = fig.axes
+    _drawn_inside(fig, [_text_of(fig, f"{title}: validation accuracy"), ax.xaxis.label,
+                        ax.yaxis.label, *ax.get_legend().get_texts()])
+    # a short title stays on one line
+    short = Experiment.from_dict({**SPEC, "title": "Init"})
+    assert "\n" not in _text_of(report.accuracy_figure(short, summary), "Init").get_text()
 
 
 def test_two_axes_draw_one_line_per_first_axis_value():
@@ -314,13 +445,111 @@ def test_log_puts_the_report_on_the_parent_and_rebuilding_replaces_it(store, bui
     assert m["test_mean/Xavier"] == pytest.approx(np.mean(TEST["Xavier"]))
     assert "test_mean/zero" not in m  # every seed diverged: no mean
     assert m["report/n_missing_cells"] == 0
-    assert m["report/claims_held"] + m["report/claims_failed"] \
-        + m["report/claims_not_judged"] == len(built.claims)
+    assert m["report/claims_held"] + m["report/claims_failed"] + m["report/claims_not_judged"] \
+        + m["report/claims_not_assessable"] == len(built.claims)
+    assert m["report/claims_not_assessable"] == 0
     assert json.loads(run.data.tags["mlflow.loggedArtifacts"]) == [
         {"path": "results.json", "type": "table"}]
     local = client.download_artifacts(pid, "report.md")
     with open(local, encoding="utf-8") as f:
         assert f.read() == built.markdown
+
+
+_UNESCAPED_PIPE = re.compile(r"(?<!\\)\|")
+
+
+def _row_cells(line):
+    assert line.startswith("|") and line.endswith("|") and not line.endswith("\\|"), line
+    return [cell.strip() for cell in _UNESCAPED_PIPE.split(line[1:-1])]
+
+
+def gfm_tables(md):
+    """Every table of ``md`` as (header, rows), checked against what GitHub-flavoured Markdown
+    and MLflow's description view (showdown, github flavour) need to render it: a blank line
+    before and after, a ``|---|`` row right below the header with as many columns, every row
+    with as many cells (a pipe inside a cell escaped, or it starts another)."""
+    lines, tables, i = md.split("\n"), [], 0
+    while i < len(lines):
+        if not lines[i].startswith("|"):
+            assert not re.fullmatch(r"[|:\- ]*-{3,}[|:\- ]*", lines[i].strip()) \
+                or "|" not in lines[i], f"a |---| row with no table header: {lines[i]!r}"
+            i += 1
+            continue
+        j = i
+        while j < len(lines) and lines[j].startswith("|"):
+            j += 1
+        where = f"the table at line {i + 1}: {lines[i]!r}"
+        assert i == 0 or lines[i - 1] == "", f"no blank line before {where}"
+        assert j == len(lines) or lines[j] == "", f"no blank line after {where}"
+        assert j - i >= 2, f"{where} has no |---| row"
+        header, delimiter, *rows = [_row_cells(line) for line in lines[i:j]]
+        assert all(re.fullmatch(r":?-{3,}:?", c) for c in delimiter), f"{where}: {lines[i + 1]}"
+        assert len(delimiter) == len(header), f"{where}: {len(delimiter)} columns in |---|"
+        for row in rows:
+            assert len(row) == len(header), f"{where}: a row of {len(row)} cells: {row}"
+        tables.append((header, rows))
+        i = j
+    return tables
+
+
+def _awkward_report():
+    """A report whose labels, seed figures and claims hold pipes, brackets and line breaks,
+    with each value's seed-0 figures: the main table and the figures' tables."""
+    labels = ["zero | none", "He [uniform", "Xavier]"]
+    exp = Experiment.from_dict({
+        **SPEC, "baseline": "Xavier]", "cell_figures": ["embedding", "weight_histograms"],
+        "axes": [{"param": "init", "values": ["zero", "he_uniform", "xavier_uniform"],
+                  "labels": labels}],
+        "seed_reported": {"zero | none": "over|flow", "He [uniform": "0.966 ±\n0.0008"},
+        "claims": [{"text": "He | Xavier", "kind": "similar", "a": labels[1], "b": labels[2]}]})
+    summary = report.summarize(exp, _rows({"zero | none": [0.1, 0.11], "He [uniform": [0.9, 0.91],
+                                            "Xavier]": [0.92, 0.93]}))
+    md = report.markdown(exp, "fast", summary, report.check_claims(exp, summary), missing=2,
+                         total=9)
+    images = {f"cells/{report._slug(v)}/{name}.png": b"" for v in labels[:2]
+              for name in exp.cell_figures}
+    return exp, md + "\n" + "\n".join(report._images_markdown(exp, images))
+
+
+def test_every_table_of_a_report_is_valid_gfm(built):
+    (header, rows), = gfm_tables(built.markdown)
+    assert header == ["value", "n", "test accuracy (mean ± std)", "Δ vs baseline [95% CI]",
+                      "verdict", "epochs", "seed reported"]
+    assert [r[0] for r in rows] == ["zero", "He", "Xavier"]
+    exp, md = _awkward_report()
+    tables = gfm_tables(md)
+    assert [len(h) for h, _ in tables] == [7, 2, 2]
+    (header, rows), *figures = tables
+    assert [r[0] for r in rows] == ["zero \\| none", "He [uniform", "Xavier]"]
+    assert rows[0][-1] == "over\\|flow" and rows[1][-1] == "0.966 ± 0.0008"
+    assert figures[0] == (["zero \\| none", "He [uniform"],
+                          [["![embedding: zero \\| none](figures/cells/zero_none/embedding.png)",
+                            "![embedding: He \\[uniform](figures/cells/He_uniform/embedding.png)"]])
+    # the description MLflow shows, cut to fit a tag at every length: never a broken table
+    for limit in range(300, len(md), 7):
+        gfm_tables(report._note(md, limit=limit))
+
+
+def test_a_gfm_parser_reads_the_tables_as_written():
+    markdown_it = pytest.importorskip("markdown_it")  # the docs' extra brings it
+    _, md = _awkward_report()
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(md)
+    parsed, table = [], None
+    for token in tokens:
+        if token.type == "table_open":
+            table = []
+            parsed.append(table)
+        elif token.type == "tr_open":
+            table.append([])
+        elif token.type == "inline" and table is not None and table and token.map is not None \
+                and token.level > 0:
+            table[-1].append(token.content)
+        elif token.type == "table_close":
+            table = None
+    expected = [[h] + r for h, r in gfm_tables(md)]
+    assert len(parsed) == len(expected) == 3
+    for got, want in zip(parsed, expected):
+        assert got == [[c.replace("\\|", "|") for c in row] for row in want]
 
 
 def test_a_note_too_long_for_a_tag_is_cut_at_a_line():

@@ -15,9 +15,10 @@ CONSTRAINTS = ROOT / ".ci/floor-constraints.txt"
 
 
 def _declared():
-    """[project] dependencies and the `test` extra, as packaging Requirements."""
+    """[project] dependencies and the `test` and `docs` extras, as packaging Requirements."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    lines = project["dependencies"] + project["optional-dependencies"]["test"]
+    extras = project["optional-dependencies"]
+    lines = project["dependencies"] + extras["test"] + extras["docs"]
     return [Requirement(line) for line in lines]
 
 

@@ -64,7 +64,7 @@ def pipeline_grid(n_jobs):
 
 GRID = "GridSearchCV · standardscaler → softmax · 4 candidates × 2 folds"
 GRID_FOLDS = [
-    (GRID, f"lr={lr} with_mean={mean} · fold {fold}/2", f"{fold}/2", f"{cand}/4",
+    (GRID, f"fold {fold}/2 · lr={lr} with_mean={mean}", f"{fold}/2", f"{cand}/4",
      "-", False)
     for cand, (lr, mean) in enumerate([("0.001", True), ("0.001", False), ("0.01", True),
                                        ("0.01", False)], start=1)
@@ -111,7 +111,7 @@ def test_a_randomized_search_without_a_seed(autologged):
                                 n_iter=2, cv=2, n_jobs=2).fit(X, Y)
     tried = [f"{p['lr']:g}" for p in search.cv_results_["params"]]
     name = "RandomizedSearchCV · softmax · 2 candidates × 2 folds"
-    expected = [(name, f"lr={lr} · fold {fold}/2", f"{fold}/2", f"{cand}/2",
+    expected = [(name, f"fold {fold}/2 · lr={lr}", f"{fold}/2", f"{cand}/2",
                  "-", False) for cand, lr in enumerate(tried, start=1) for fold in (1, 2)]
     expected += [("-", name, "-", "-", "-", True),
                  (name, f"refit · lr={search.best_params_['lr']:g}", "-", "-",
@@ -122,7 +122,7 @@ def test_a_randomized_search_without_a_seed(autologged):
 def test_cross_validate_with_two_workers(client):
     cross_validate(make_pipeline(StandardScaler(), SoftmaxRegressionClassifier(**TINY)), X, Y,
                    cv=3, n_jobs=2)
-    assert lineage(client) == [("-", "softmax · adam lr=0.001 · 1 ep · cv fold",
+    assert lineage(client) == [("-", "cv fold · softmax · adam lr=0.001 · 1 ep",
                                 "of cross_validate", "-", "-", False)] * 3
 
 
@@ -133,7 +133,7 @@ def test_stacking_folds_in_workers(autologged):
                        n_jobs=2).fit(X, Y)
     # members by their name and what they are ("mlp-16"; "softmax" is both)
     stack = "StackingClassifier · mlp + softmax → softmax"
-    fold = (stack, "{} · cv fold", "of cross_val_predict", "-", "-", False)
+    fold = (stack, "cv fold · {}", "of cross_val_predict", "-", "-", False)
     assert lineage(autologged) == sorted(
         [("-", stack, "-", "-", "-", True)]
         + [(stack, name, "-", "-", "-", False)
@@ -150,7 +150,7 @@ def test_an_ensemble_searched(autologged, n_jobs):
     member = {"mlp-16": "mlp 16 · adam lr=0.001 · 1 ep", "softmax": "softmax · adam lr=0.001 · 1 ep"}
     search, vote = ("GridSearchCV · VotingClassifier · 2 candidates × 2 folds",
                     "VotingClassifier · mlp + softmax (soft)")
-    expected = [(search, f"weights={w} · fold {fold}/2", f"{fold}/2", f"{cand}/2", "-",
+    expected = [(search, f"fold {fold}/2 · weights={w}", f"{fold}/2", f"{cand}/2", "-",
                  False) for cand, w in enumerate(["None", "2-1"], start=1) for fold in (1, 2)
                 for _ in member]
     expected += [("-", search, "-", "-", "-", True), (search, vote, "-", "-", "-", True)]
@@ -180,5 +180,5 @@ def test_cross_validate_imported_before_the_package_still_tags_its_folds(tmp_pat
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    assert lineage(client) == [("-", "softmax · adam lr=0.001 · 1 ep · cv fold",
+    assert lineage(client) == [("-", "cv fold · softmax · adam lr=0.001 · 1 ep",
                                 "of cross_validate", "-", "-", False)] * 4

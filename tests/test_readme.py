@@ -14,7 +14,7 @@ def _readme_commands():
 def test_readme_has_the_two_setup_commands():
     demo, tests = _readme_commands()[:2]
     assert demo.endswith("mnist-estimators demo") and "torch==2.13.0" in demo
-    assert tests.endswith("pytest") and "torch==2.13.0" in tests and '".[test]"' in tests
+    assert tests.endswith("pytest") and "torch==2.13.0" in tests and '".[test,docs]"' in tests
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

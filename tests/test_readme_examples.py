@@ -1,18 +1,27 @@
-"""Every README example is run as written (team rule).
+"""Every example of the README and of the documentation is run as written (team rule).
 
-The ```python blocks and the ``mnist-estimators ...`` command lines are read from README.md when
-the tests run, never copied here, and run unchanged:
+The ```python blocks and the ``mnist-estimators ...`` command lines are read from README.md and
+the documentation's pages (``docs/**/*.md``) when the tests run, never copied here, and run
+unchanged:
 
-- the python blocks of one ``## `` section run in order, in one fresh namespace, with ``exec``,
-  in a temporary working directory, so that MLflow tracking goes to ``./mlruns`` there (the
-  README's default: ``MLFLOW_TRACKING_URI`` is unset);
-- the command lines of the "Every fit is tracked in MLflow", "Hyperparameter studies" and
-  "Command line" sections run as subprocesses, in README order, in one temporary directory.
+- the python blocks of one section (a page's ``## `` heading; before the first one, the page's
+  ``# `` title) run in order, in one fresh namespace, with ``exec``, in a temporary working
+  directory, so that MLflow tracking goes to ``./mlruns`` there (the default:
+  ``MLFLOW_TRACKING_URI`` is unset); every python section of every page runs;
+- the command lines of the sections in ``BASH_SECTIONS`` run as subprocesses, in one temporary
+  directory: README first, then the documentation's pages in the order of their tables of
+  contents, each page's in page order. Every other ```bash block is listed in
+  ``NOT_RUN_BLOCKS`` with the reason, so that nothing documented goes untested silently.
+
+A page that includes part of the README (``docs/getting-started.md`` includes its set-up and
+tour with MyST's ``{include}`` directive) holds no code block of its own for it: the included
+examples are read, and run, from README.md only, once.
 
 Speed comes from the data, not from editing the examples: ``$MNIST_ESTIMATORS_DATA``, which
 ``load_mnist`` reads first and at call time, points at a folder of 600 training and 200 test
 images taken from the real MNIST files (``../shared/datasets/mnist``; these tests skip when it
-is absent). The set-up commands are checked by ``test_readme.py``.
+is absent). The set-up commands are checked by ``test_readme.py``, the documentation's build
+by ``test_docs.py``.
 """
 
 from __future__ import annotations
@@ -34,52 +43,177 @@ import pytest
 from conftest import FULL_MNIST, write_idx
 from mnist_estimators import load_mnist
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+# What Sphinx generates under docs/ (gitignored): not pages anyone wrote.
+GENERATED = ("_build", "auto_examples", "api/generated", "api/backreferences")
 N_TRAIN, N_TEST = 600, 200
+CODE_LANGS = {"python", "bash", "text", ""}  # "": a plain block (a layout, a cluster recipe)
+# MyST directives that would hide code from the tests below, which look for ```python/```bash.
+CODE_DIRECTIVES = {"{code-block}", "{code}", "{code-cell}", "{sourcecode}"}
 
 
-# --------------------------------------------------------------------------- reading the README
+# --------------------------------------------------------------------------- reading the pages
 
 
 @dataclass(frozen=True)
 class Block:
-    lang: str      # the fence's info string: "python", "bash", ""
-    section: str   # the "## " heading it is under (sub-headings do not start a new section)
-    line: int      # README line number of the block's first line of code
+    file: str      # the page, from the repository root: "README.md", "docs/user-guide/tracking.md"
+    lang: str      # the fence's info string, first word: "python", "bash", "", or "{directive}"
+    section: str   # the "## " heading it is under (sub-headings do not start a new section),
+                   # or the page's "# " title before its first "## "
+    line: int      # the page's line number of the block's first line of code
     code: str
+    args: str = ""  # what follows the info string's first word (a directive's argument)
+
+    @property
+    def key(self):
+        return (self.file, self.section)
 
 
-def readme_blocks():
-    blocks, section, fence = [], None, None
-    for number, line in enumerate(README.read_text(encoding="utf-8").splitlines(), 1):
-        if fence is None:
-            opening = re.match(r"^```(\S*)\s*$", line)
-            if opening:
-                fence = (opening.group(1), number + 1, [])
-            elif line.startswith("## "):
-                section = line[3:].strip()
-        elif line.strip() == "```":
-            blocks.append(Block(fence[0], section, fence[1], "\n".join(fence[2]) + "\n"))
-            fence = None
-        else:
-            fence[2].append(line)
-    assert fence is None, f"README.md: the code block opened at line {fence[1] - 1} is not closed"
+def _generated(path):
+    rel = path.relative_to(DOCS).as_posix()
+    return any(rel == g or rel.startswith(g + "/") for g in GENERATED)
+
+
+def _toctree_entries(page):
+    """The pages a page's ```{toctree} blocks list, in order (targets without ".md", relative
+    to the page, or to docs/ with a leading "/"; "Title <target>" entries too)."""
+    entries = []
+    for block in read_blocks(page):
+        if block.lang != "{toctree}":
+            continue
+        for line in block.code.splitlines():
+            line = line.strip()
+            if not line or line.startswith(":"):
+                continue
+            target = re.fullmatch(r".*<(.+)>", line)
+            target = target.group(1) if target else line
+            base = DOCS if target.startswith("/") else page.parent
+            entries.append((base / (target.lstrip("/") + ".md")).resolve())
+    return entries
+
+
+def doc_pages():
+    """The documentation's markdown pages, in the order of their tables of contents:
+    docs/index.md's toctree depth first, then any page no toctree reaches, by name."""
+    pages = sorted(p.resolve() for p in DOCS.rglob("*.md") if not _generated(p))
+    order = []
+
+    def visit(page):
+        if page in order or page not in pages:
+            return
+        order.append(page)
+        for entry in _toctree_entries(page):
+            visit(entry)
+
+    visit((DOCS / "index.md").resolve())
+    for page in pages:
+        visit(page)
+    return order
+
+
+def pages():
+    """README.md first, then the documentation's pages in their tables of contents' order."""
+    return [README] + doc_pages()
+
+
+def read_blocks(path):
+    """The fenced blocks of one markdown page, in order. A MyST directive (```{toctree},
+    ```{include}, ````{note}...) is a block too, and the fences inside it are read as well."""
+    rel = path.resolve().relative_to(ROOT).as_posix()
+    blocks, section, stack = [], None, []  # stack: the open fences, outermost first
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        top = stack[-1] if stack else None
+        if top is not None:
+            marker, lang, args, first, lines = top
+            closing = re.match(rf"^\s*({re.escape(marker[0])}{{{len(marker)},}})\s*$", line)
+            if closing:
+                stack.pop()
+                blocks.append(Block(rel, lang, section, first, "\n".join(lines) + "\n", args))
+                continue
+            lines.append(line)
+            if not lang.startswith("{"):
+                continue  # inside a code block: nothing else is markup
+        opening = re.match(r"^(`{3,}|~{3,})\s*(\S*)\s*(.*)$", line)
+        if opening:
+            stack.append((opening.group(1), opening.group(2), opening.group(3).strip(),
+                          number + 1, []))
+        elif top is None and line.startswith("# ") and section is None:
+            section = line[2:].strip()  # the page's title
+        elif top is None and line.startswith("## "):
+            section = line[3:].strip()
+    assert not stack, f"{rel}: the code block opened at line {stack[-1][3] - 1} is not closed"
     return blocks
 
 
+def all_blocks():
+    return [block for page in pages() for block in read_blocks(page)]
+
+
 def python_sections():
+    """(page, section) -> its python blocks, README first, then the pages in toctree order."""
     sections = {}
-    for block in readme_blocks():
+    for block in all_blocks():
         if block.lang == "python":
-            sections.setdefault(block.section, []).append(block)
+            sections.setdefault(block.key, []).append(block)
     return sections
 
 
+def section_id(key):
+    return f"{key[0]}::{key[1]}"
+
+
 def test_every_code_block_is_python_bash_or_plain_text():
-    # A ```py or ```sh block would escape the tests below, which look for python and bash.
-    langs = {block.lang for block in readme_blocks()}
-    assert langs <= {"python", "bash", ""}, langs
-    assert python_sections(), "README.md has no ```python block any more"
+    # A ```py or ```sh block, or a {code-block} directive, would escape the tests below, which
+    # look for python and bash.
+    langs = {}
+    for block in all_blocks():
+        if not block.lang.startswith("{") or block.lang in CODE_DIRECTIVES:
+            langs.setdefault(block.lang, f"{block.file}:{block.line - 1}")
+    assert set(langs) <= CODE_LANGS, {lang: where for lang, where in langs.items()
+                                      if lang not in CODE_LANGS}
+    assert any(key[0] == "README.md" for key in python_sections()), (
+        "README.md has no ```python block any more")
+    assert len(doc_pages()) > 1, "no documentation pages found under docs/"
+
+
+def test_an_included_readme_range_is_run_once():
+    """A page that includes a range of another page (```{include}) renders that range's
+    examples, but holds no code block for them: they are read, and run, from the included page
+    only. Its markers must be in the included page, once each, and no example is read twice."""
+    includes = [b for b in all_blocks() if b.lang == "{include}"]
+    assert any(b.file == "docs/getting-started.md" and b.args == "../README.md"
+               for b in includes), "docs/getting-started.md no longer includes the README"
+    for block in includes:
+        source = (ROOT / block.file).parent / block.args
+        text = source.read_text(encoding="utf-8")
+        options = dict(re.findall(r"^:([\w-]+):\s*(.*)$", block.code, re.M))
+        for option in ("start-after", "end-before"):
+            if option in options:
+                assert text.count(options[option]) == 1, (
+                    f"{block.file}:{block.line - 1}: {options[option]!r} is in {block.args} "
+                    f"{text.count(options[option])} times, not once")
+        if source.resolve() == README and "start-after" in options:
+            # the README's examples that the page shows are run, from README.md
+            first = text[:text.index(options["start-after"])].count("\n") + 1
+            last = (text[:text.index(options["end-before"])].count("\n") + 1
+                    if "end-before" in options else text.count("\n") + 1)
+            shown = [b for b in read_blocks(README)
+                     if b.lang == "python" and first < b.line < last]
+            run = [b for blocks in python_sections().values() for b in blocks]
+            assert all(b in run for b in shown)
+            if block.file == "docs/getting-started.md":
+                assert python_sections()[("README.md", "Five-minute tour")] == [
+                    b for b in shown if b.section == "Five-minute tour"], (
+                    "the getting-started page no longer includes the whole tour")
+    seen = {}
+    for block in all_blocks():
+        if block.lang in ("python", "bash"):
+            where = f"{block.file}:{block.line}"
+            assert block.code not in seen, f"{where} repeats the example at {seen[block.code]}"
+            seen[block.code] = where
 
 
 # --------------------------------------------------------------------------- the small data
@@ -149,12 +283,13 @@ def named(runs, name):
 
 # --------------------------------------------------------------------------- python blocks
 
-# Names a section uses but that the README defines only in an earlier section. The section
-# "Every fit is tracked in MLflow" fits on `X, y`, which the README defines in the
-# "Five-minute tour" (`X, y = load_mnist("train")`); a reader runs it after the tour, so it gets
+TRACKING = ("docs/user-guide/tracking.md", "What a run holds")
+# Names a section uses but that the pages define only in an earlier section. The tracking
+# page's "What a run holds" fits on `X, y`, which the README's "Five-minute tour" defines
+# (`X, y = load_mnist("train")`; the page says so); a reader runs it after the tour, so it gets
 # the tour's line, here on the small data. No other section needs a prelude.
 PRELUDES = {
-    "Every fit is tracked in MLflow": (
+    TRACKING: (
         "from mnist_estimators import load_mnist\n"
         "X, y = load_mnist('train')\n"),
 }
@@ -210,9 +345,17 @@ def check_tracking(ns, cwd):
     assert version.run_id == clf.last_run_id_
     champion = mlflow.pyfunc.load_model("models:/mnist-mlp@champion")
     np.testing.assert_array_equal(champion.predict(X[:50]), clf.predict(X[:50]))
+
+
+def check_ensembles(ns, cwd):
+    X = ns["X"]
+    assert X.shape == (N_TRAIN, 784)
+    client, runs = store_runs(cwd)
+    assert_runs_complete(runs)
     # the ensemble: a parent with a child per member, and the whole ensemble as its model
     vote = named(runs, "VotingClassifier · mlp + softmax (soft)")
     assert vote.info.run_id == ns["vote"].last_run_id_
+    assert vote.data.params.get("ensemble.voting") == "soft"
     assert sorted(r.info.run_name for r in children(runs, vote)) == ["mlp-256-128", "softmax"]
     np.testing.assert_array_equal(ns["ensemble"].predict(X[:50]), ns["vote"].predict(X[:50]))
 
@@ -237,16 +380,24 @@ def check_study(ns, cwd):
     assert parent.data.metrics["best_value"] == pytest.approx(result.best_value)
 
 
-# section -> what its examples must have done (beyond raising nothing)
+# (page, section) -> what its examples must have done (beyond raising nothing)
 CHECKS = {
-    "Five-minute tour": check_tour,
-    "Every fit is tracked in MLflow": check_tracking,
-    "Hyperparameter studies (Optuna)": check_study,
+    ("README.md", "Five-minute tour"): check_tour,
+    TRACKING: check_tracking,
+    ("docs/user-guide/ensembles.md", "Ensembles"): check_ensembles,
+    ("docs/user-guide/searches.md", "Hyperparameter studies (Optuna)"): check_study,
 }
 
 
+def test_every_check_and_prelude_names_a_python_section():
+    # a check keyed by a section that moved or was renamed would silently check nothing
+    sections = python_sections()
+    for key in list(CHECKS) + list(PRELUDES):
+        assert key in sections, f"no ```python block under {section_id(key)!r}: update the key"
+
+
 # `tracking`: the examples are tracked, as a user's are (tests without the mark run with it off).
-@pytest.mark.parametrize("section", list(python_sections()))
+@pytest.mark.parametrize("section", list(python_sections()), ids=section_id)
 @pytest.mark.tracking
 @pytest.mark.full_mnist
 @pytest.mark.slow
@@ -260,15 +411,15 @@ def test_python_examples_run_as_written(section, readme_env):
         # a prelude only supplies what the section itself leaves undefined
         defined = set().union(*(assigned_names(b.code) for b in blocks)) - {"load_mnist"}
         overlap = assigned_names(prelude) & defined
-        assert not overlap, f"README section {section!r} now defines {overlap}: drop its prelude"
-        exec(compile(prelude, f"<prelude of {section}>", "exec"), ns)
+        assert not overlap, f"{section_id(section)!r} now defines {overlap}: drop its prelude"
+        exec(compile(prelude, f"<prelude of {section_id(section)}>", "exec"), ns)
     try:
         for block in blocks:
-            # compiled at its README line numbers: a traceback points into README.md
-            code = compile("\n" * (block.line - 1) + block.code, str(README), "exec")
+            # compiled at its line numbers in its page: a traceback points into that page
+            code = compile("\n" * (block.line - 1) + block.code, str(ROOT / block.file), "exec")
             exec(code, ns)
     finally:
-        tracking.autolog(False)  # the tracking section turns it on for this whole process
+        tracking.autolog(False)  # the tracking sections turn it on for this whole process
     CHECKS.get(section, lambda ns, cwd: None)(ns, readme_env)
     if (readme_env / "mlruns" / "mlflow.db").is_file():
         assert_runs_complete(store_runs(readme_env)[1])
@@ -276,8 +427,24 @@ def test_python_examples_run_as_written(section, readme_env):
 
 # --------------------------------------------------------------------------- command lines
 
-BASH_SECTIONS = ("Every fit is tracked in MLflow", "Hyperparameter studies (Optuna)",
-                 "The seed experiments", "Command line")
+# (page, section) whose ```bash blocks' command lines run, in page order: README first, then the
+# documentation's pages in their tables of contents' order (so `train ... -o mlp.pkl` runs
+# before `predict mlp.pkl ...` on the same page).
+BASH_SECTIONS = (
+    ("docs/getting-started.md", "Look at the runs"),
+    ("docs/user-guide/tracking.md", "Serving a model"),
+    ("docs/user-guide/searches.md", "Hyperparameter studies (Optuna)"),
+    ("docs/user-guide/experiments.md", "The seed experiments"),
+    ("docs/user-guide/command-line.md", "Command line"),
+)
+# (page, section) whose ```bash blocks are not run here, and why. Every ```bash block is in one
+# of the two (test_every_bash_block_is_run_or_says_why); every ```python block is run.
+NOT_RUN_BLOCKS = {
+    ("README.md", "Set-up: two commands"):
+        "the set-up commands: test_readme.py checks them, and .ci/run runs the second",
+    ("README.md", "Documentation"):
+        "builds this documentation and serves it until stopped: test_docs.py runs the build",
+}
 # Command lines that are not run, and why. The set-up commands are test_readme.py's.
 NOT_RUN = {
     ("mnist-estimators", "ui"): "starts the MLflow UI server, which runs until stopped",
@@ -287,20 +454,32 @@ NOT_RUN = {
 PLACEHOLDER = re.compile(r"\b(RUN_ID|MODEL_ID)\b")  # the reader substitutes their own id
 
 
+def test_every_bash_block_is_run_or_says_why():
+    bash = [b for b in all_blocks() if b.lang == "bash"]
+    for block in bash:
+        where = f"{block.file}:{block.line - 1} ({block.section!r})"
+        assert (block.key in BASH_SECTIONS) != (block.key in NOT_RUN_BLOCKS), (
+            f"{where}: a ```bash block must be in BASH_SECTIONS (run) or in NOT_RUN_BLOCKS "
+            "(with the reason), not in neither or both")
+    for key in list(BASH_SECTIONS) + list(NOT_RUN_BLOCKS):
+        assert any(b.key == key for b in bash), f"no ```bash block under {section_id(key)!r}"
+
+
 def readme_commands():
-    """(README line, argv) of each command line to run, in README order, and the skipped ones."""
+    """(page:line, argv) of each command line to run, README first, then the documentation's
+    pages in toctree order, each in page order; and the skipped ones."""
     run, skipped = [], []
-    blocks = [b for b in readme_blocks() if b.lang == "bash"]
-    for section in BASH_SECTIONS:
-        assert any(b.section == section for b in blocks), f"README has no bash block under {section!r}"
+    blocks = [b for b in all_blocks() if b.lang == "bash"]
+    for key in BASH_SECTIONS:
+        assert any(b.key == key for b in blocks), f"no bash block under {section_id(key)!r}"
     for block in blocks:
-        if block.section not in BASH_SECTIONS:
+        if block.key not in BASH_SECTIONS:
             continue
         for offset, line in enumerate(block.code.splitlines()):
             argv = shlex.split(line, comments=True)  # "# ..." comments dropped
             if not argv:
                 continue
-            where = f"README.md:{block.line + offset}"
+            where = f"{block.file}:{block.line + offset}"
             reason = next((why for prefix, why in NOT_RUN.items()
                            if tuple(argv[:len(prefix)]) == prefix), None)
             if reason is None and PLACEHOLDER.search(line):

@@ -65,6 +65,12 @@ def test_study_logs_parent_trials_and_refit(store):
         assert float(run.data.params["lr"]) == pytest.approx(t.params["lr"])
     model = mlflow.pyfunc.load_model(store.get_run(result.run_id).data.tags["model_uri"])
     np.testing.assert_array_equal(model.predict(X_TEST), result.best_estimator.predict(X_TEST))
+    # one model, the refit's (trials log none), linked to the parent; the parent holds the data
+    (logged,) = store.search_logged_models([parent.info.experiment_id])
+    assert logged.source_run_id == by_trial[None].info.run_id
+    assert store.get_run(result.run_id).data.tags["model_uri"] == f"models:/{logged.model_id}"
+    assert [d.dataset.digest for d in store.get_run(result.run_id).inputs.dataset_inputs] == [
+        d.dataset.digest for d in by_trial[None].inputs.dataset_inputs]
 
 
 def test_pruned_trials_are_recorded(store):
@@ -78,7 +84,11 @@ def test_pruned_trials_are_recorded(store):
     runs = store.search_runs([store.get_run(result.run_id).info.experiment_id],
                              filter_string="tags.`optuna.pruned` LIKE '%pruned%'")
     assert len(runs) == len(pruned) and all(r.info.status == "FINISHED" for r in runs)
-    assert all(r.info.run_name.endswith(" · pruned") for r in runs)
+    assert all(r.info.run_name.startswith("pruned · ") for r in runs)
+    for run in runs:  # the tag counts epochs as the run does, from 1
+        epochs = int(run.data.metrics["summary/n_epochs"])
+        assert run.data.tags["optuna.pruned"].startswith(f"pruned after epoch {epochs} of "), (
+            run.data.tags["optuna.pruned"], epochs)
     assert store.get_run(result.run_id).data.metrics["optuna/n_trials_pruned"] == len(pruned)
 
 

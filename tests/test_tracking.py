@@ -111,6 +111,7 @@ def test_a_bare_fit_logs_params_metrics_tags_dataset_figures_and_model(store, tm
     assert linked["summary/best_valid_acc"].value == pytest.approx(m["summary/best_valid_acc"])
     assert linked["summary/best_valid_acc"].dataset_digest == t["data.digest"]
     assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]
+    assert logged.tags["mlflow.note.content"] == t["mlflow.note.content"]  # the run's description
     # same predictions for raw uint8 images, by its URI or by the run and its name
     model = mlflow.pyfunc.load_model(est.last_model_uri_)
     np.testing.assert_array_equal(model.predict(X_TEST), est.predict(X_TEST))
@@ -278,6 +279,16 @@ def test_grid_search_parent_with_a_child_per_fit_and_the_refit(store, n_jobs):
     assert {a.path for a in store.list_artifacts(parent.run_id)} >= {"cv_results.csv", "cv_results.json"}
     model = mlflow.pyfunc.load_model(parent_run.data.tags["model_uri"])
     np.testing.assert_array_equal(model.predict(X_TEST), grid.predict(X_TEST))
+    # one model for the search: the refit's, with its params, metrics and dataset, linked to
+    # the parent as an output (not a second, empty copy of it logged on the parent)
+    (logged,) = store.search_logged_models([parent_run.info.experiment_id])
+    (refit,) = [r for r in children if r.data.tags.get("search.refit") == "true"]
+    assert logged.source_run_id == refit.info.run_id
+    assert parent_run.data.tags["model_uri"] == f"models:/{logged.model_id}"
+    assert logged.params["optimizer"] == grid.best_params_["optimizer"]
+    assert {m.key for m in logged.metrics} >= {"summary/best_valid_acc"}
+    assert all(m.dataset_digest for m in logged.metrics)
+    assert logged.model_id in {o.model_id for o in parent_run.outputs.model_outputs}
 
 
 def test_a_tracked_fit_keeps_no_reference_to_its_callers_data(store):
@@ -625,6 +636,12 @@ def test_system_metrics_are_an_option(store):
     assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), run.data.metrics
     plain = store.get_run(_fit(MLPClassifier).last_run_id_)
     assert not any(k.startswith("system/") for k in plain.data.metrics)
+    # a fit shorter than the sampling interval still shows what it sampled (MLflow itself
+    # logged nothing then: "System metrics (0)" in the UI, with no word)
+    short = _fit(MLPClassifier, tracking_options={"system_metrics": True})
+    run = store.get_run(short.last_run_id_)
+    assert run.info.status == "FINISHED"
+    assert any(k.startswith("system/cpu_utilization") for k in run.data.metrics), run.data.metrics
 
 
 FORK_POOL = """
@@ -753,3 +770,39 @@ def test_names_say_what_a_run_and_a_model_are():
         "StackingClassifier · mlp + (standardscaler → mlp) → LogisticRegression"
     grid = GridSearchCV(make_pipeline(PCA(5), mlp), {"mlpclassifier__lr": [1e-3, 1e-2]}, cv=3)
     assert scopes.search_name(grid) == "GridSearchCV · pca → mlp"  # outside a fit: no counts
+
+
+def test_one_dataset_has_one_name_on_every_run(store, tmp_path):
+    # The same rows get the same name wherever they are logged: on a search's parent and in
+    # its folds, on an ensemble's parent and its members fitted in worker processes (copies of
+    # X, not the array the reader returned), and in cross_validate's folds; a slice says so.
+    import collections
+
+    import sklearn.model_selection
+    from sklearn.ensemble import VotingClassifier
+
+    from mnist_estimators import load_mnist
+
+    for name, array in (("train-images-idx3-ubyte", X_TRAIN.reshape(-1, 28, 28)),
+                        ("train-labels-idx1-ubyte", Y_TRAIN)):
+        write_idx(tmp_path / name, array)
+    X, y = load_mnist("train", data_home=tmp_path)
+    X, y = X[::2], y[::2]  # a slice (a view: its base is the array the reader returned)
+    tracking.autolog()
+    try:
+        GridSearchCV(SoftmaxRegressionClassifier(**FAST), {"lr": [1e-3, 1e-2]}, cv=2,
+                     n_jobs=2).fit(X, y)
+        VotingClassifier([("a", SoftmaxRegressionClassifier(**FAST)),
+                          ("b", MLPClassifier(**FAST, hidden_sizes=(8,)))],
+                         voting="soft", n_jobs=2).fit(X, y)
+        sklearn.model_selection.cross_validate(SoftmaxRegressionClassifier(**FAST), X, y, cv=2)
+    finally:
+        tracking.autolog(False)
+    names = collections.defaultdict(set)
+    runs = _runs(store)
+    for run in runs:
+        for entry in run.inputs.dataset_inputs:
+            names[entry.dataset.digest].add(entry.dataset.name)
+    assert len(runs) == 1 + 4 + 1 + 1 + 2 + 2  # search, folds, refit; vote, members; cv folds
+    assert names and all(len(v) == 1 for v in names.values()), dict(names)
+    assert set().union(*names.values()) == {"mnist-subset-train"}

@@ -210,7 +210,7 @@ def test_a_fresh_store_first_used_by_cross_validate_with_two_workers(tmp_path, c
         for r in runs:
             assert "model_uri" not in r.data.tags, f"fold run {r.info.run_id} logged a model"
             assert client.list_artifacts(r.info.run_id, "figures") == [], r.info.run_id
-            assert r.info.run_name.endswith(" · cv fold") and r.data.tags["search.fold"]
+            assert r.info.run_name.startswith("cv fold · ") and r.data.tags["search.fold"]
 
 
 # --------------------------------------------------------------------------- 2. 8 processes at once

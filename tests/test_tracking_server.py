@@ -220,8 +220,8 @@ def test_mlflow_ui_shows_the_search_in_a_browser(server, monkeypatch):
     children = {r.info.run_name: r.info.run_id for r in client.search_runs(
         [exp], filter_string=f"tags.mlflow.parentRunId = '{parent.run_id}'")}
     assert len(children) == 5
-    # children are named by the values they tried, then the fold
-    first, second = children["optimizer=adam · fold 1/2"], children["optimizer=sgd · fold 1/2"]
+    # children are named by their fold, then the values they tried
+    first, second = children["fold 1/2 · optimizer=adam"], children["fold 1/2 · optimizer=sgd"]
     (refit,) = [run_id for name, run_id in children.items() if name.startswith("refit · optimizer=")]
     os.makedirs(ARTIFACTS, exist_ok=True)
 
@@ -246,7 +246,7 @@ def test_mlflow_ui_shows_the_search_in_a_browser(server, monkeypatch):
 
             # a child run: its params and metrics
             page.goto(f"{uri}/#/experiments/{exp}/runs/{first}", wait_until="domcontentloaded")
-            expect(page.get_by_text("optimizer=adam · fold 1/2").first).to_be_visible()
+            expect(page.get_by_text("fold 1/2 · optimizer=adam").first).to_be_visible()
             # its description: model, the values it tried, data and result
             expect(page.get_by_text("Search candidate:").first).to_be_visible()
             expect(page.get_by_text("hidden_sizes").first).to_be_visible()
@@ -271,7 +271,7 @@ def test_mlflow_ui_shows_the_search_in_a_browser(server, monkeypatch):
             page.goto(f'{uri}/#/compare-runs?runs=["{first}","{second}"]&experiments=["{exp}"]',
                       wait_until="domcontentloaded")
             expect(page.get_by_text("Comparing 2 Runs").first).to_be_visible()
-            expect(page.get_by_text("optimizer=sgd · fold 1/2").first).to_be_visible()
+            expect(page.get_by_text("fold 1/2 · optimizer=sgd").first).to_be_visible()
             page.screenshot(path=os.path.join(ARTIFACTS, "mlflow-ui-compare.png"), full_page=True)
         finally:
             browser.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,16 @@ _METRICS = {"test_accuracy": "test_accuracy", "train_accuracy": "train_accuracy"
             "best_valid_acc": "summary/best_valid_acc", "n_epochs": "summary/n_epochs",
             "fit_time_s": "summary/fit_time_s"}
 _CURVE_METRIC = "epoch/valid_acc"
-_MARKS = {True: "✓", False: "✗", None: "?"}
+_MARKS = {True: "✓", False: "✗", None: "?"}  # None: not judged (yet), or not assessable
+# A value whose mean test accuracy is at most UNTRAINED_ACCURACY did not train under the
+# protocol, and a claim that compares it says nothing (the quick protocol leaves most values
+# there). Chance is 1/10 with MNIST's ten digits; the margin covers a net stuck on one class,
+# which scores that class's share (0.09-0.11 on MNIST's test set, up to ~0.15 on the 300 test
+# images of the quick protocol), or telling a couple of classes apart (~0.2). The lowest mean
+# among the values that trained in the fast protocol's results is 0.36 (batch 128, plain SGD).
+CHANCE_ACCURACY = 1 / 10
+UNTRAINED_MARGIN = 0.1
+UNTRAINED_ACCURACY = CHANCE_ACCURACY + UNTRAINED_MARGIN
 
 
 @dataclass
@@ -348,9 +358,63 @@ def _claim_values(claim, labels):
     return labels  # best, worst, a trend over the whole axis
 
 
+def _names(values):
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+
+def _at_chance(summary, values):
+    """[(value, mean)] of ``values`` whose successful seeds scored at chance on average; a value
+    whose every seed diverged is not among them (divergence is a result of its own)."""
+    records = {r["value"]: r for r in summary.to_dict("records")}
+    return [(v, float(records[v]["test_mean"])) for v in values
+            if v in records and records[v]["n"] and records[v]["test_mean"] <= UNTRAINED_ACCURACY]
+
+
+def _untrained(kind, claim, labels, summary):
+    """(held, evidence) of a claim that reads a value scoring at chance, else None.
+
+    Such a claim is not assessable: under this protocol that value did not train, and what it
+    is compared with says nothing about the seed's claim (``assessable`` False, ``held``
+    None). The exception is ``worst``, whose point is a value that does not train (seed 004's
+    "Zero initialization does not train"): chance is the floor, so a claimed value at chance (or
+    whose every seed diverged) is the worst as soon as one other value trained, however the
+    others at chance tie with it; and a claimed value that trained is not the worst when another
+    stayed at chance, a real difference. Values whose every seed diverged are not at chance:
+    divergence (the seeds' "overflow") is itself the result some claims are about, and
+    ``_pairwise`` and ``_extreme`` judge it as before."""
+    a = claim.get("a")
+    if kind in ("best", "worst"):  # a ranking reads every value with a result
+        read = [r["value"] for r in summary.to_dict("records") if r["n"] or r["n_diverged"]]
+    else:
+        read = _claim_values(claim, labels)
+    chance = _at_chance(summary, read)
+    if not chance:
+        return None
+    if kind == "worst":
+        mean = dict(chance).get(a)
+        if mean is None and not _all_diverged(summary, a):
+            return None  # a trained: a value at chance is below it, a real difference
+        trained = [(v, s[0]) for v in read if v != a and (s := _stats(summary, v))
+                   and s[2] and s[0] > UNTRAINED_ACCURACY]
+        if trained:
+            low, low_mean = min(trained, key=lambda t: t[1])
+            text = (f"{a} scored at chance ({mean:.4f})" if mean is not None
+                    else f"every seed of {a} diverged") + ", the floor"
+            also = [(v, m) for v, m in chance if v != a]
+            if also:
+                text += (f"; {_names([v for v, _ in also])} too "
+                         f"({', '.join(f'{m:.4f}' for _, m in also)})")
+            return True, f"{text}; the lowest value that trained: {low} {low_mean:.4f}"
+    what = {"similar": "comparison", "better": "comparison",
+            "best": "ranking", "worst": "ranking"}.get(kind, "trend")
+    return None, (f"not assessable: {_names([v for v, _ in chance])} scored at chance "
+                  f"({', '.join(f'{m:.4f}' for _, m in chance)}), so the {what} says nothing")
+
+
 def check_claims(exp, summary, waiting=None):
     """Each of the seed's claims against the summary: a dict with its ``text``, ``kind``,
-    ``held`` (True, False, or None where the data cannot tell) and the ``evidence``.
+    ``held`` (True, False, or None where the data cannot tell), the ``evidence``, and
+    ``assessable`` (False where a value it reads did not train: ``_untrained``).
 
     ``waiting``: value -> the number of its cells with no result yet (an unfinished store). A
     claim that reads such a value is not judged: a verdict on some of the seeds, or on a
@@ -360,14 +424,18 @@ def check_claims(exp, summary, waiting=None):
     out = []
     for claim in exp.claims:
         kind, a, b = claim.get("kind"), claim.get("a"), claim.get("b")
+        known = kind in ("similar", "better", "best", "worst", "increasing", "decreasing")
         short = [v for v in _claim_values(claim, labels) if v in waiting]
+        untrained = None
         if kind in ("similar", "better") and (a is None or b is None):
             held, evidence = None, f"a `{kind}` claim needs both `a` and `b`"
         elif kind in ("best", "worst") and a is None:
             held, evidence = None, f"a `{kind}` claim needs `a`"
-        elif kind in ("similar", "better", "best", "worst", "increasing", "decreasing") and short:
+        elif known and short:
             held, evidence = None, "not judged yet: " + ", ".join(
                 f"{waiting[v]} cell(s) of {v}" for v in short) + " have no result"
+        elif known and (untrained := _untrained(kind, claim, labels, summary)):
+            held, evidence = untrained
         elif kind in ("similar", "better"):
             held, evidence = _pairwise(kind, a, b, summary)
         elif kind in ("best", "worst"):
@@ -377,18 +445,33 @@ def check_claims(exp, summary, waiting=None):
         else:
             held, evidence = None, f"unknown kind {kind!r}"
         out.append({"text": claim.get("text", f"{kind} {a or ''} {b or ''}".strip()),
-                    "kind": kind, "held": held, "evidence": evidence})
+                    "kind": kind, "held": held, "evidence": evidence,
+                    "assessable": not (untrained and untrained[0] is None)})
     return out
 
 
 # --------------------------------------------------------------------------- figures
 
 
-def _figure(*size, **margins):
-    fig = Figure(figsize=size)
+def _figure(*size):
+    # Constrained layout makes room for what is around the axes (slanted tick labels, a legend
+    # outside on the right, the wrapped title): fixed margins cut long ones off the PNG.
+    fig = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(fig)
-    fig.subplots_adjust(**{"left": 0.17, "right": 0.97, "bottom": 0.18, "top": 0.9, **margins})
     return fig
+
+
+def _title(fig, text, fontsize=12):
+    """``text`` as the figure's title, wrapped at words to fit its width (an experiment's title
+    runs to 90 characters; one line of it was cut off at both edges)."""
+    title = fig.suptitle(text, fontsize=fontsize)
+    renderer = fig.canvas.get_renderer()
+    room = 0.96 * fig.bbox.width
+    width = len(text)
+    while width > 10 and title.get_window_extent(renderer).width > room:
+        width -= 2
+        title.set_text(textwrap.fill(text, width, break_long_words=False))
+    return title
 
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -461,7 +544,8 @@ def accuracy_figure(exp, summary):
     ax.set_xticks(range(len(ticks)), ticks, rotation=20 if slanted else 0,
                   ha="right" if slanted else "center")
     ax.set_xlim(-0.6, len(ticks) - 0.4)
-    ax.set(xlabel=exp.axes[-1].param or "value", ylabel="test accuracy", title=exp.title)
+    ax.set(xlabel=exp.axes[-1].param or "value", ylabel="test accuracy")
+    _title(fig, exp.title)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     return fig
@@ -470,7 +554,7 @@ def accuracy_figure(exp, summary):
 def curves_figure(exp, curves):
     """Validation accuracy per epoch, the mean over seeds of each value (a band from the lowest
     to the highest seed), one line per value, overlaid."""
-    fig = _figure(7, 4, left=0.1, bottom=0.13, right=0.75)
+    fig = _figure(7, 4)
     ax = fig.subplots()
     order = [v for v in exp.labels() if v in curves] + sorted(set(curves) - set(exp.labels()))
     for value in order:
@@ -491,8 +575,8 @@ def curves_figure(exp, curves):
         if len(seeds) > 1:
             ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15, lw=0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel="epoch", ylabel="validation accuracy",
-           title=f"{exp.title}: validation accuracy")
+    ax.set(xlabel="epoch", ylabel="validation accuracy")
+    _title(fig, f"{exp.title}: validation accuracy")
     if order:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
@@ -502,7 +586,26 @@ def curves_figure(exp, curves):
 
 
 def _cell(text):
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """One table cell: on one line, its pipes escaped (an unescaped one starts a new cell)."""
+    return re.sub(r"\s*[\r\n]+\s*", " ", str(text)).replace("|", "\\|")
+
+
+def _table(lines, header, rows):
+    """Append a table to ``lines`` as GitHub-flavoured Markdown, which MLflow's description
+    view (showdown, github flavour) renders: a blank line before and after (showdown takes the
+    lines up to the next blank one as rows), the header, a ``|---|`` row of as many columns,
+    and rows of exactly as many cells, each escaped (``_cell``)."""
+    if lines and lines[-1] != "":
+        lines.append("")
+    lines.append("| " + " | ".join(_cell(h) for h in header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row in rows:
+        row = list(row)
+        if len(row) != len(header):
+            raise ValueError(f"a table row has {len(row)} cells, its header {len(header)}: {row}")
+        lines.append("| " + " | ".join(_cell(x) for x in row) + " |")
+    lines.append("")
+    return lines
 
 
 def protocol_text(exp, protocol):
@@ -552,14 +655,11 @@ def markdown(exp, protocol, summary, claims, stale=0, missing=0, total=0):
         lines += [f"**{missing} of {total} cells have no result yet** (not run, interrupted or "
                   f"failed): `mnist-estimators experiment run {exp.name} --protocol {protocol}` "
                   "runs only those. The claims that read them are not judged.", ""]
-    lines += ["| value | n | test accuracy (mean ± std) | "
-              f"Δ vs baseline [{CONFIDENCE:.0%} CI] | verdict | epochs | seed reported |",
-              "|---|---|---|---|---|---|---|"]
-    for r in summary.to_dict("records"):
-        lines.append("| " + " | ".join(_cell(x) for x in (
-            r["value"], _n_text(r), _accuracy_text(r), _delta_text(r), r["verdict"],
-            _fmt(r["epochs_mean"], 1), r["seed_reported"])) + " |")
-    lines += ["", f"n counts seeds that trained; Δ is Welch's t {CONFIDENCE:.0%} confidence "
+    _table(lines, ["value", "n", "test accuracy (mean ± std)",
+                   f"Δ vs baseline [{CONFIDENCE:.0%} CI]", "verdict", "epochs", "seed reported"],
+           [(r["value"], _n_text(r), _accuracy_text(r), _delta_text(r), r["verdict"],
+             _fmt(r["epochs_mean"], 1), r["seed_reported"]) for r in summary.to_dict("records")])
+    lines += [f"n counts seeds that trained; Δ is Welch's t {CONFIDENCE:.0%} confidence "
               "interval for the difference of means; \"within noise\" when it contains 0; "
               "epochs: the mean number trained (fewer than the budget when a rule stopped "
               "the fit).", ""]
@@ -573,6 +673,11 @@ def markdown(exp, protocol, summary, claims, stale=0, missing=0, total=0):
         lines.append(f"- {_MARKS[c['held']]} {c['text']} ({c['kind']}): {c['evidence']}")
     if claims:
         lines.append("")
+    if any(not c.get("assessable", True) for c in claims):
+        lines += [f"A value whose mean test accuracy is at most {UNTRAINED_ACCURACY:.2f} (chance, "
+                  f"{CHANCE_ACCURACY:.2f} with ten classes, plus {UNTRAINED_MARGIN:.2f}) did not "
+                  "train under this protocol: the claims that compare it are not assessable "
+                  "here; a longer protocol can judge them.", ""]
     caveat = "" if protocol == "faithful" else (
         "; it is not the seed's own budget, so compare the ordering and differences with the "
         "seed's figures rather than the absolute numbers")
@@ -630,6 +735,11 @@ def _download_cell_images(client, exp, rows, out):
                 out[f"cells/{_slug(label)}/{name}.png"] = Path(path).read_bytes()
 
 
+def _alt(text):
+    """An image's alt text: a bracket in it would end it early."""
+    return re.sub(r"([][])", r"\\\1", str(text))
+
+
 def _images_markdown(exp, images):
     if not images:
         return []
@@ -642,10 +752,8 @@ def _images_markdown(exp, images):
         row = [(label, f"cells/{_slug(label)}/{name}.png") for label in exp.labels()]
         row = [(label, path) for label, path in row if path in images]
         if row:
-            lines += ["| " + " | ".join(label for label, _ in row) + " |",
-                      "|" + "---|" * len(row),
-                      "| " + " | ".join(f"![{name}: {label}](figures/{path})" for label, path in row)
-                      + " |", ""]
+            _table(lines, [label for label, _ in row],
+                   [[f"![{name}: {_alt(label)}](figures/{path})" for label, path in row]])
     return lines
 
 
@@ -730,7 +838,8 @@ def log(client, parent_run_id, report):
 def _result_metrics(report):
     """The parent's own metrics, so that the runs table and the compare view show the results:
     ``test_mean/VALUE`` per value with a successful seed, and under ``report/`` the cells
-    still missing and the claims held, failed and not judged."""
+    still missing and the claims held, failed, not judged (missing cells, too few seeds) and
+    not assessable (a value they read did not train): the four add up to the claims."""
     import time
 
     from mlflow.entities import Metric
@@ -739,16 +848,19 @@ def _result_metrics(report):
     values = {f"test_mean/{_slug(r['value'])}": r["test_mean"]
               for r in report.summary.to_dict("records") if np.isfinite(r["test_mean"])}
     held = [c["held"] for c in report.claims]
+    not_assessable = sum(not c.get("assessable", True) for c in report.claims)
     values.update({"report/n_missing_cells": len(report.missing),
                    "report/claims_held": held.count(True),
                    "report/claims_failed": held.count(False),
-                   "report/claims_not_judged": held.count(None)})
+                   "report/claims_not_judged": held.count(None) - not_assessable,
+                   "report/claims_not_assessable": not_assessable})
     return [Metric(k, float(v), stamp, 0) for k, v in values.items()]
 
 
 def _note(text, limit=None):
     """MLflow refuses a tag value over 8,000 characters; a longer report is cut at a line and
-    points to the full ``report.md``."""
+    points to the full ``report.md``. A table cut after its header, before its ``|---|`` row,
+    loses the header too: alone, it would show as a line of pipes."""
     from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
     limit = limit or MAX_TAG_VAL_LENGTH
@@ -756,7 +868,10 @@ def _note(text, limit=None):
         return text
     tail = "\n\n… (cut here; the full report is the run's artifact `report.md`)\n"
     head = text[:limit - len(tail)]
-    return head[:head.rfind("\n") + 1 or len(head)].rstrip("\n") + tail
+    lines = head[:head.rfind("\n") + 1 or len(head)].rstrip("\n").split("\n")
+    if len(lines) > 1 and lines[-1].startswith("|") and not lines[-2].startswith("|"):
+        lines.pop()
+    return "\n".join(lines).rstrip("\n") + tail
 
 
 def write(report, folder):

@@ -41,7 +41,7 @@ def load_data(exp, protocol, data_home=None):
     train (test), stratified, the same draw for every cell and run (seed 0)."""
     from sklearn.model_selection import train_test_split
 
-    from ..data import load_mnist
+    from ..data import load_mnist, mark_subset
 
     spec = exp.protocol(protocol)
     X, y = load_mnist("train", data_home=data_home)
@@ -55,7 +55,7 @@ def load_data(exp, protocol, data_home=None):
                                   "to hold every class")
         keep, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=0)
         keep.sort()
-        return X[keep], y[keep]
+        return mark_subset(X[keep], X, y[keep]), y[keep]
 
     return (*draw(X, y, spec.get("train_size"), "train_size"),
             *draw(Xt, yt, spec.get("test_size"), "test_size"))
@@ -140,9 +140,14 @@ def run(experiment, protocol="fast", n_seeds=None, n_jobs=1, backend="loky", sch
                 TAG + "parent": "true", TAG + "file": str(exp.path),
                 **{_tag_key(f"seed.{k}"): v for k, v in exp.seed_reported.items()}}
         result = RunResult(exp, protocol, parent_id)
+        from ..data import data_source
+
+        # the training data, named as its cells name it (they fit copies of it in workers)
         with tracking.parent_run(f"{exp.name} · {protocol}", experiment=exp.name, tags=tags,
-                                 run_id=parent_id) as parent:
+                                 run_id=parent_id, data_source=data_source(data[0])) as parent:
             result.parent_run_id = parent.run_id if parent is not None else None
+            if parent is not None:
+                parent.log_dataset(data[0], data[1])
             done = set() if force or parent is None else lookup.done_cells(store, parent.run_id)
             todo = [c for c in cells if c.id not in done]
             result.skipped = len(cells) - len(todo)

@@ -5,8 +5,8 @@
 The same network and training as cnn_best (32-64-128 channels, two Conv3x3-BN-ReLU per block,
 FC 256, affine augmentation, 15 epochs of one-cycle, bfloat16). The levers were measured on a
 10% validation split of the training set (6,000 images, seed 0; ``python
-benchmarks/bench_frontier.py``), never on the test set; the README lists every figure. Errors
-out of 6,000, after 15 epochs / after 36:
+benchmarks/bench_frontier.py``), never on the test set; docs/results.md lists every
+figure. Errors out of 6,000, after 15 epochs / after 36:
 
 - last epoch's weights (cnn_best): 22 / 22;
 - ``weight_averaging="ema"`` (decay 0.999 per step): 19 / 21. Kept: it costs nothing;
@@ -20,7 +20,7 @@ out of 6,000, after 15 epochs / after 36:
   block (1.4x; 21 / 22).
 
 One error is 0.017 points: every difference here is a few errors, the size of the seed-to-seed
-noise, so the test figure in the README is what says how much they buy.
+noise, so the test figure in docs/results.md is what says how much they buy.
 """
 
 from mnist_estimators.pipelines import cnn, cnn_best

@@ -11,7 +11,7 @@ cnn) gets ``3*s + i``. Members are fitted one after another with every core's th
 CNN's first 4 epochs, and the CNN then went on alone on one thread while the other core idled.
 
 Seed 0 on test: 99.19%, below its own CNN alone (99.71%), ECE 0.0338; 17.8 min of fit. Mixing
-kinds with equal weights costs accuracy here: the README has the figures.
+kinds with equal weights costs accuracy here: docs/results.md has the figures.
 """
 
 from mnist_estimators.estimators import CNNClassifier, MLPClassifier, SoftmaxRegressionClassifier

@@ -4,7 +4,7 @@
 
 Chosen on a 10% validation split of the training set (validation accuracy 0.9265, against
 0.9240 for standardized pixels and 0.9232 for SGD with momentum); trains on all 60,000 training
-images. The README lists its measured test accuracy.
+images. docs/results.md lists its measured test accuracy.
 """
 
 from mnist_estimators.pipelines import softmax

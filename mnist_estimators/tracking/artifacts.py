@@ -72,13 +72,14 @@ def model_name(net):
 
 
 def log_model(client, run_id, model, X=None, registered_model_name=None, params=None, *,
-              name="model", metrics=None, experiment_id=None, dataset=None):
+              name="model", metrics=None, experiment_id=None, dataset=None, description=None):
     """Log ``model`` as run ``run_id``'s MLflow model, named ``name``. Returns its URI,
     ``models:/MODEL_ID`` (``runs:/RUN/NAME`` reaches it too).
 
     The LoggedModel gets the fit's ``params`` and, linked to it, the ``metrics`` (name ->
     value, at their step) with their ``dataset`` (name, digest), so that its page in the MLflow
-    UI shows what it is, how good it is and on what data. The model itself is
+    UI shows what it is, how good it is and on what data; ``description`` (the run's, markdown)
+    is its note, the "Description" the UI's model tables show. The model itself is
     ``mlflow.sklearn.save_model``'s format:
 
     - cloudpickle: skops, mlflow.sklearn's default, refuses skorch nets;
@@ -100,6 +101,7 @@ def log_model(client, run_id, model, X=None, registered_model_name=None, params=
     import mlflow.sklearn
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
     from mlflow.models import Model, infer_signature
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
     example = None if X is None else np.asarray(X)[:5]
     signature = None if example is None else infer_signature(example, model.predict(example))
@@ -107,6 +109,7 @@ def log_model(client, run_id, model, X=None, registered_model_name=None, params=
         experiment_id = store.call(client.get_run, run_id).info.experiment_id
     logged = store.call(client.create_logged_model, experiment_id, name=name, source_run_id=run_id,
                         params={k: str(v)[:1000] for k, v in (params or {}).items()} or None,
+                        tags={MLFLOW_RUN_NOTE: description[:5000]} if description else None,
                         model_type="classifier")
     status = LoggedModelStatus.FAILED
     try:

@@ -82,7 +82,11 @@ class MlflowRunLogger(MlflowLogger):
         self.model_ = pipeline if pipeline is not None else net
         source = data_source(X_raw)
         if source is None and self.context is not None and self.context.data_source:
-            source = {**self.context.data_source, "rows": "subset"}  # a fold of the search's X
+            # a copy of the search's, cross-validation's or ensemble's X (a worker's), or a
+            # fold of it: a subset when its rows are fewer than the data the reader returned
+            source = dict(self.context.data_source)
+            if len(X_raw) != source.get("n", -1):
+                source["rows"] = "subset"
         source = source or {"kind": "arrays"}
         self.run_ = FitRun(self._context(), options)
         self.run_.start(net, X_raw, self.raw_y_, pipeline, position, source)
@@ -151,7 +155,7 @@ class MlflowRunLogger(MlflowLogger):
 
                     name = self.run_.record["tags"][MLFLOW_RUN_NAME]
                     for key, value in (("optuna.pruned", str(error) or "pruned"),
-                                       (MLFLOW_RUN_NAME, f"{name} · pruned")):
+                                       (MLFLOW_RUN_NAME, f"pruned · {name}")):
                         self.run_._safe("tagging the pruning", self.run_.client.set_tag,
                                         self.run_.run_id, key, value)
                 self._finish(net, "FINISHED", pruned=True)

@@ -235,7 +235,7 @@ class ParentRun:
                    f"cv={search.cv}: best score {search.best_score_:.4f} with "
                    f"`{search.best_params_}`.\n\n| rank | score | params |\n|---|---|---|\n{rows}")
         if getattr(search, "refit", False) and hasattr(search, "best_estimator_"):
-            self.log_model(search.best_estimator_, X)
+            self.log_refit_model(search.best_estimator_, X)
 
     def log_dataset(self, X, y=None):
         """The search's or ensemble's data, named like its fits' (``datasets``)."""
@@ -286,17 +286,35 @@ class ParentRun:
         how = f"{ensemble.voting} voting" if hasattr(ensemble, "voting") else \
             f"stacked into {params.get('ensemble.final_estimator')}, cv={ensemble.cv}"
         took = "" if fit_time is None else f" Fitted in {fit_time:.1f} s."
-        store.call(self.client.set_tag, self.run_id, MLFLOW_RUN_NOTE,
-                   f"**{type(ensemble).__name__}** ({how}) of {n_members} members: "
-                   + ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
-                   + f". Data: shape {params.get('data.shape', '?')}.{took} Each member fit is a "
-                   "child run; this run holds the model.")
-        self.log_model(pipeline if pipeline is not None else ensemble, X, params)
+        note = (f"**{type(ensemble).__name__}** ({how}) of {n_members} members: "
+                + ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
+                + f". Data: shape {params.get('data.shape', '?')}.{took} Each member fit is a "
+                "child run; this run holds the model.")
+        store.call(self.client.set_tag, self.run_id, MLFLOW_RUN_NOTE, note)
+        self.log_model(pipeline if pipeline is not None else ensemble, X, params, description=note)
 
-    def log_model(self, model, X=None, params=None):
+    def log_refit_model(self, model, X=None):
+        """A search's or study's model is its refit's: that child run logged it with its
+        params, metrics and dataset, so it is linked to this run as an output (the MLflow UI
+        lists it on both runs' pages, and this run's ``model_uri`` tag names it) rather than
+        logged a second time, empty. Logged here only when the refit logged none (its store
+        failed, or its tracking was off). Returns the model's URI."""
+        from mlflow.entities import LoggedModelOutput
+
+        net = model.steps[-1][1] if hasattr(model, "steps") else model
+        uri = getattr(net, "last_model_uri_", None)
+        if not (isinstance(uri, str) and uri.startswith("models:/")):
+            return self.log_model(model, X)
+        store.call(self.client.log_outputs, self.run_id,
+                   [LoggedModelOutput(uri[len("models:/"):], step=0)])
+        store.call(self.client.set_tag, self.run_id, "model_uri", uri)
+        return uri
+
+    def log_model(self, model, X=None, params=None, description=None):
         """Log a fitted estimator or pipeline as this run's MLflow model (``params`` go on the
-        logged model's page)."""
+        logged model's page, ``description`` is its note)."""
         return artifacts.log_model(self.client, self.run_id, model, X, params=params,
+                                   description=description,
                                    name=artifacts.model_name(model))
 
     def log_new_params(self, mapping):

@@ -172,6 +172,18 @@ class FitRun:
                                             tracking_uri=self.client.tracking_uri)
         with store.quiet_mlflow():
             self.monitor.start()
+        self.monitor_started = time.monotonic()
+
+    def _finish_system_metrics(self, monitor):
+        """Stop MLflow's sampler. It logs the mean of every ``samples_before_logging`` samples,
+        so a fit shorter than that (2 s x 5 by default) left "System metrics (0)" in the UI
+        with no word: its samples, taken from the start, are then logged as one step."""
+        with store.quiet_mlflow():
+            monitor.finish()
+            first = monitor.sampling_interval * monitor.samples_before_logging
+            if time.monotonic() - self.monitor_started < first:
+                monitor.publish_metrics(monitor.aggregate_metrics())
+                monitor.mlflow_logger.flush()
 
     # -- during training
     def log_metrics(self, values, step, flush=False, tags=None):
@@ -229,11 +241,15 @@ class FitRun:
                 "logging the model", artifacts.log_model, self.client, self.run_id, model,
                 example, registered_name, self.record.get("params"),
                 name=self.record["model_name"], experiment_id=self.record["experiment_id"],
-                metrics={k: (v, step) for k, v in summary.items()}, dataset=self.dataset)
+                metrics={k: (v, step) for k, v in summary.items()}, dataset=self.dataset,
+                description=description)
         monitor = getattr(self, "monitor", None)
         if monitor is not None:
-            with store.quiet_mlflow():
-                monitor.finish()
+            try:  # an extra: the run and its model are logged with or without them
+                self._finish_system_metrics(monitor)
+            except Exception as exc:  # noqa: BLE001
+                warn(f"run {self.run_id}: its system metrics could not be logged ({brief(exc)})",
+                     exc)
         self.record.update(status=status, end_time=int(time.time() * 1000), metrics=self.metrics)
         kept = None
         if self.broken is not None and self.options["on_error"] != "raise" \
@@ -325,17 +341,18 @@ atexit.register(end_pending)
 
 
 def run_name(net, position, name=None):
-    """The run's name: the values a search tried and the fold (``lr=0.003 dropout=0.2 · fold
-    2/3``), ``refit · ...`` for a search's refit, else what the fit is (``describe``). A
+    """The run's name: the fold and the values a search tried (``fold 2/3 · lr=0.003
+    dropout=0.2``), ``refit · ...`` for a search's refit, else what the fit is (``describe``). A
     ``name`` given (``tracking_options["run_name"]``, an ensemble member's name) replaces what
-    the fit is, and a fold still says which (``cnn0 · cv fold``: a stacking ensemble's folds)."""
+    the fit is, and a fold still says which (``cv fold · cnn0``: a stacking ensemble's folds).
+    What tells a run from its siblings comes first: the runs table cuts long names off."""
     values = position.get("parameters")
     tried = " ".join(f"{k.split('__', 1)[-1] if k.count('__') == 1 else k}={_short(v)}"
                      for k, v in (values or {}).items())
     if "fold" in position:
         fold = position["fold"]
-        return f"{name or tried or describe(net)} · " + (
-            f"fold {fold}" if fold[0].isdigit() else "cv fold")
+        return (f"fold {fold}" if fold[0].isdigit() else "cv fold") + \
+            f" · {name or tried or describe(net)}"
     if name:
         return name
     if "refit" in position:

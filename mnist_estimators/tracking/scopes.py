@@ -93,6 +93,9 @@ class Claim:
 
     position: dict | None
     inherit: bool = False
+    # where the scope's X came from (``data.data_source``), found here, in the process that has
+    # it: a fold is a copy, and a worker's copy of X is not the array a reader returned
+    data_source: dict | None = None
 
 
 class SearchScope:
@@ -104,8 +107,9 @@ class SearchScope:
 
     kind = "search"
 
-    def __init__(self, search, n_splits, candidates, n_candidates, keys):
+    def __init__(self, search, n_splits, candidates, n_candidates, keys, data_source=None):
         self.search = search
+        self.data_source = data_source
         self.n_splits = n_splits
         self.candidates = candidates      # the candidates' values in order, when reproducible
         self.n_candidates = n_candidates  # None when the search decides as it goes (halving)
@@ -118,14 +122,14 @@ class SearchScope:
         key = id(source)
         if key in self.mine:  # base_estimator = clone(estimator): never fitted
             self.base[id(twin)] = 0
-            return Claim(None)
+            return Claim(None, data_source=self.data_source)
         if key not in self.base:
             return None
         k = self.base[key]
         self.base[key] = k + 1
         best = self.search.__dict__.get("best_params_")
         if best is not None and best is not self.best_before:
-            return Claim({"refit": "true", "parameters": dict(best)})
+            return Claim({"refit": "true", "parameters": dict(best)}, data_source=self.data_source)
         candidate, fold = divmod(k, self.n_splits)
         total = "?" if self.n_candidates is None else self.n_candidates
         position = {"fold": f"{fold + 1}/{self.n_splits}", "candidate": f"{candidate + 1}/{total}"}
@@ -133,7 +137,7 @@ class SearchScope:
             position["parameters"] = dict(self.candidates[candidate])
         elif self.keys:
             position["keys"] = list(self.keys)  # read from the fold's estimator when it fits
-        return Claim(position)
+        return Claim(position, data_source=self.data_source)
 
 
 class CrossValidationScope:
@@ -143,12 +147,14 @@ class CrossValidationScope:
 
     kind = "cross-validation"
 
-    def __init__(self, estimator, label):
+    def __init__(self, estimator, label, data_source=None):
         self.label = label
+        self.data_source = data_source
         self.mine = {id(net) for net in ours(estimator)}
 
     def claim(self, source, twin):
-        return Claim({"fold": self.label}) if id(source) in self.mine else None
+        return Claim({"fold": self.label}, data_source=self.data_source) \
+            if id(source) in self.mine else None
 
 
 class EnsembleScope:
@@ -212,7 +218,8 @@ def search(search_cv, X, y=None, groups=None):
     space = grid if grid is not None else distributions
     spaces = space if isinstance(space, (list, tuple)) else [space] if space else []
     keys = sorted({k for s in spaces if isinstance(s, dict) for k in s})
-    return _open(SearchScope(search_cv, n_splits, candidates, n_candidates, keys), search_cv)
+    return _open(SearchScope(search_cv, n_splits, candidates, n_candidates, keys,
+                             _data_source(X)), search_cv)
 
 
 def ensemble(ensemble_estimator):
@@ -223,11 +230,18 @@ def ensemble(ensemble_estimator):
     return _open(EnsembleScope(ensemble_estimator), ensemble_estimator)
 
 
-def cross_validation(estimator, label):
-    """The scope of a ``cross_validate``/``cross_val_predict`` of ``estimator``."""
+def cross_validation(estimator, label, X=None):
+    """The scope of a ``cross_validate``/``cross_val_predict`` of ``estimator`` on ``X`` (None
+    when the caller cannot tell)."""
     if not ours(estimator):
         return contextlib.nullcontext()
-    return _open(CrossValidationScope(estimator, label), estimator)
+    return _open(CrossValidationScope(estimator, label, _data_source(X)), estimator)
+
+
+def _data_source(X):
+    from ..data import data_source
+
+    return None if X is None else data_source(X)
 
 
 def known(estimator):

@@ -63,6 +63,8 @@ def _clone_hook(source, twin):
             twin.tracking_context_ = inherited.replace(position=position)
             return
     context = capture_context()
+    if claim is not None and claim.data_source is not None:
+        context = context.replace(data_source=claim.data_source)
     twin.tracking_context_ = context.replace(position=position) if position else context
 
 
@@ -136,9 +138,12 @@ def _ensemble_fit(original):
             X_raw = pipe_X if pipe_X is not None else X
             kind = type(self).__name__
             start = time.time()
-            # no data_source for the members: it would name their data a subset of the
-            # parent's (as for a search's folds), and a voting ensemble's members fit on all
-            with parent_run(scopes.ensemble_name(self), tags={"ensemble_class": kind}) as parent:
+            from ..data import data_source
+
+            # the members' data is named after the ensemble's X (a worker's copy of it is not
+            # the array the reader returned), a subset only when it has other rows
+            with parent_run(scopes.ensemble_name(self), tags={"ensemble_class": kind},
+                            data_source=data_source(X_raw)) as parent:
                 with _as_members(self):
                     original(self, X, y, **params)
                 # where this fit's run is, as our estimators keep it (``reproduce`` reads it)
@@ -153,7 +158,8 @@ def _ensemble_fit(original):
 def _cv_function(original, label):
     @functools.wraps(original)
     def run(estimator, *args, **kwargs):
-        with _scope(scopes.cross_validation, estimator, label):
+        X = args[0] if args else kwargs.get("X")
+        with _scope(scopes.cross_validation, estimator, label, X):
             context = getattr(scopes.last_step(estimator), "tracking_context_", None)
             if label != "of cross_val_predict" or context is None \
                     or context.parent_run_id is None or current_parent() is not None:

@@ -37,7 +37,7 @@ def resolve_optimizer(optimizer):
 
 # torch's Adam and AdamW default to the multi-tensor ("foreach") step; their single-kernel
 # ("fused") step is opt-in, though torch plans to make it the default. On this 2-core CPU it took
-# 15-20% off an MLP epoch in a hand-loop microbenchmark (the README's epoch-time notes), so we opt
+# 15-20% off an MLP epoch in a hand-loop microbenchmark (docs/results.md, epoch time), so we opt
 # in where torch supports it.
 FUSED_OPTIMIZERS = (torch.optim.Adam, torch.optim.AdamW)
 _FUSED_DEVICES = ("cpu", "cuda")

@@ -6,7 +6,7 @@ per-batch overhead, and records the same history (``tests/test_estimators.py``,
 Each says which skorch behaviour it replaces, what it saved and how that was measured, so
 that it can be deleted on its own: the estimators are correct without any of them.
 The timings are from ``benchmarks/bench_epoch.py`` (60,000 MNIST images, batch 128, 2 CPU
-cores, skorch 1.4) and the README's "Speed, side by side" notes.
+cores, skorch 1.4) and docs/results.md's "Speed, side by side".
 """
 
 from __future__ import annotations
