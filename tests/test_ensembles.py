@@ -107,7 +107,17 @@ def test_soft_voting_with_n_jobs_2_is_one_parent_with_a_child_per_member(store):
     assert parent.data.metrics["n_members"] == 2 and parent.data.metrics["tracking/n_fits_logged"] == 2
     assert parent.inputs.dataset_inputs
     uri = assert_reloads(store, parent, vote, X)
-    assert store.get_logged_model(uri.split("/")[-1]).name == "voting-2"
+    logged = store.get_logged_model(uri.split("/")[-1])
+    assert logged.name == "voting-2"
+    # how good it is: on the data it was fitted on (said so), and its members' validation
+    m = parent.data.metrics
+    assert m["training_accuracy_score"] == pytest.approx(vote.score(X, Y))
+    best = [max(est.history_[:, "valid_acc"]) for est in vote.estimators_]
+    assert m["members/best_valid_acc_mean"] == pytest.approx(np.mean(best))
+    assert m["members/best_valid_acc_max"] == pytest.approx(max(best))
+    assert {x.key for x in logged.metrics} >= {"training_accuracy_score",
+                                               "members/best_valid_acc_mean"}
+    assert "fitted on: " in parent.data.tags["mlflow.note.content"]
     # the members' own tracking_options are back, on the fitted clones too
     assert all(est.tracking_options is None for _, est in vote.estimators)
     assert all(est.tracking_options is None for est in vote.estimators_)

@@ -243,6 +243,7 @@ class ParentRun:
 
         ds = make_dataset(X, y, data_source(X))
         store.call(self.client.log_inputs, self.run_id, datasets=[dataset_input(ds)])
+        return ds.name, ds.digest
 
     def log_cv(self, results):
         """Mean and std of every score column of ``cross_validate``'s result, and the table."""
@@ -281,8 +282,8 @@ class ParentRun:
             store.call(self.client.log_metric, self.run_id, "fit_time_s", float(fit_time))
         store.call(self.client.set_tag, self.run_id, "model_kind",
                    "pipeline" if pipeline is not None else "estimator")
-        if X is not None:
-            self.log_dataset(X, y)
+        dataset = self.log_dataset(X, y) if X is not None else None
+        scores = _ensemble_scores(ensemble, pipeline, X, y)
         how = f"{ensemble.voting} voting" if hasattr(ensemble, "voting") else \
             f"stacked into {params.get('ensemble.final_estimator')}, cv={ensemble.cv}"
         took = "" if fit_time is None else f" Fitted in {fit_time:.1f} s."
@@ -290,8 +291,17 @@ class ParentRun:
                 + ", ".join(f"{name} ({kind})" for name, kind in kinds.items())
                 + f". Data: shape {params.get('data.shape', '?')}.{took} Each member fit is a "
                 "child run; this run holds the model.")
+        if "training_accuracy_score" in scores:
+            note += (f" Accuracy on the data it was fitted on: "
+                     f"{scores['training_accuracy_score']:.4f}")
+        if "members/best_valid_acc_mean" in scores:
+            note += (f"; its members' best validation accuracy: "
+                     f"{scores['members/best_valid_acc_mean']:.4f} on average, "
+                     f"{scores['members/best_valid_acc_max']:.4f} at best.")
         store.call(self.client.set_tag, self.run_id, MLFLOW_RUN_NOTE, note)
-        self.log_model(pipeline if pipeline is not None else ensemble, X, params, description=note)
+        # the scores go in with the model, linked to it and to the dataset
+        self.log_model(pipeline if pipeline is not None else ensemble, X, params, description=note,
+                       metrics={k: (v, 0) for k, v in scores.items()}, dataset=dataset)
 
     def log_refit_model(self, model, X=None):
         """A search's or study's model is its refit's: that child run logged it with its
@@ -310,11 +320,13 @@ class ParentRun:
         store.call(self.client.set_tag, self.run_id, "model_uri", uri)
         return uri
 
-    def log_model(self, model, X=None, params=None, description=None):
+    def log_model(self, model, X=None, params=None, description=None, metrics=None,
+                  dataset=None):
         """Log a fitted estimator or pipeline as this run's MLflow model (``params`` go on the
-        logged model's page, ``description`` is its note)."""
+        logged model's page, ``description`` is its note, ``metrics`` (name -> (value, step))
+        are logged on this run linked to it and to ``dataset`` (name, digest))."""
         return artifacts.log_model(self.client, self.run_id, model, X, params=params,
-                                   description=description,
+                                   description=description, metrics=metrics, dataset=dataset,
                                    name=artifacts.model_name(model))
 
     def log_new_params(self, mapping):
@@ -343,6 +355,35 @@ class ParentRun:
                  f"models are in {fallback_dir} (`mnist-estimators runs upload {fallback_dir}` "
                  "logs them once the store works)")
         return len(logged), len(kept)
+
+
+def _ensemble_scores(ensemble, pipeline=None, X=None, y=None):
+    """What an ensemble's parent can say of how good it is. An ensemble holds out no data of
+    its own, so: its accuracy on the data it was fitted on (``training_accuracy_score``, as
+    MLflow's scikit-learn autolog names it; optimistic, and labelled so), and the best
+    validation accuracy of each member of ours, from its own held-out split (mean and max)."""
+    scores = {}
+    if X is not None and y is not None:
+        model = pipeline if pipeline is not None else ensemble
+        try:
+            scores["training_accuracy_score"] = float(model.score(X, y))
+        except Exception as exc:  # noqa: BLE001 - a score the parent cannot make costs nothing
+            warn(f"the ensemble's accuracy on its training data could not be computed "
+                 f"({brief(exc)}); its run is logged without it", exc)
+    best = []
+    for member in getattr(ensemble, "estimators_", None) or []:
+        net = member.steps[-1][1] if hasattr(member, "steps") else member
+        history = getattr(net, "history_", None)
+        try:
+            values = [v for v in history[:, "valid_acc"] if v is not None] if history else []
+        except KeyError:  # a member fitted without a validation split
+            values = []
+        if values:
+            best.append(float(max(values)))
+    if best:
+        scores["members/best_valid_acc_mean"] = float(np.mean(best))
+        scores["members/best_valid_acc_max"] = float(max(best))
+    return scores
 
 
 def _params(mapping):
