@@ -14,11 +14,29 @@ from mnist_estimators.training import Augment, AugmentedBatches, TensorBatchIter
 from conftest import X_TEST, X_TRAIN, Y_TRAIN
 
 IMAGES = torch.from_numpy(X_TRAIN[:64].astype(np.float32) / 255)  # (64, 784) digits in [0, 1]
-ALL = dict(rotation=15.0, scale=0.15, shift=3.0, blur=1.0, erasing=0.5, elastic=34.0)
+ALL = dict(rotation=15.0, scale=0.15, shift=3.0, slant=0.3, blur=1.0, thickness=0.5, erasing=0.5,
+           elastic=34.0)
 
 
 def augment(seed=0, **params):
     return Augment(**params, generator=torch.Generator().manual_seed(seed))
+
+
+class AtFraction(Augment):
+    """Every random draw U(low, high) fixed at low + frac * (high - low): exact semantics."""
+
+    def __init__(self, frac, **params):
+        super().__init__(**params)
+        self.frac = frac
+
+    def _uniform(self, low, high, *shape, device):
+        return torch.full(shape, low + self.frac * (high - low), device=device)
+
+
+def vertical_line(width=1):
+    img = torch.zeros(1, 28, 28)
+    img[0, 4:24, 13:13 + width] = 1.0  # rows 4-23: symmetric about the centre row 13.5
+    return img.reshape(1, 784)
 
 
 def centre_of_mass(X):
@@ -109,6 +127,60 @@ def test_elastic_distorts_locally_and_keeps_the_digit():
     assert (out - IMAGES).abs().sum(1).min() > 5  # every image really moved
 
 
+def test_thickness_thickens_and_thins_strokes_by_3x3_steps():
+    line = vertical_line()
+    ink = line.sum()  # 20 pixels
+    # t = +1: one full dilation, 1 px -> 3 px wide (and a row longer at each end);
+    # t = -1: one full erosion takes the 1-px line away; the fraction of a step blends.
+    assert AtFraction(1.0, thickness=1.0)(line).sum() == 3 * 22
+    assert AtFraction(0.0, thickness=1.0)(line).sum() == 0
+    assert torch.isclose(AtFraction(0.75, thickness=1.0)(line).sum(), ink + 0.5 * (66 - ink))
+    wide = vertical_line(width=5)  # two erosions: 5 px -> 1 px wide, 20 -> 16 rows
+    assert AtFraction(0.0, thickness=2.0)(wide).sum() == 16
+    assert AtFraction(1.0, thickness=2.0)(line).sum() == 5 * 24  # two dilations: 5 px wide
+    # Drawn per image from U(-thickness, thickness): both signs in one batch.
+    out = augment(thickness=1.0)(line.repeat(32, 1))
+    assert (out.sum(1) > ink + 1).sum() > 8 and (out.sum(1) < ink - 1).sum() > 8
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_thickness_keeps_blank_images_blank_and_erodes_at_the_border():
+    assert torch.equal(augment(thickness=2.0)(torch.zeros(8, 784)), torch.zeros(8, 784))
+    ones = torch.ones(1, 784)  # outside the frame is background: erosion eats the edge
+    eroded = AtFraction(0.0, thickness=1.0)(ones).reshape(28, 28)
+    assert eroded[1:-1, 1:-1].eq(1).all() and eroded.sum() == 26 * 26
+
+
+def test_slant_shears_rows_about_the_centre():
+    pos = torch.arange(28, dtype=torch.float32)
+    row_offset = pos[4:24] - 13.5
+    for frac, s in [(1.0, 0.4), (0.0, -0.4), (0.5, 0.0)]:
+        out = AtFraction(frac, slant=0.4)(vertical_line()).reshape(28, 28)[4:24]
+        cols = (out @ pos) / out.sum(1)  # each row's centre of mass
+        # x' = x + s * y: row r moves by s * (r - 13.5); the centre stays, the ink is kept
+        torch.testing.assert_close(cols, 13 + s * row_offset, atol=1e-4, rtol=0)
+        torch.testing.assert_close(out.sum(1), torch.ones(20), atol=1e-5, rtol=0)
+    # Random slants: top and bottom rows lean opposite ways, the centre of mass stays put.
+    out = augment(slant=0.4)(vertical_line().repeat(32, 1)).reshape(32, 28, 28)
+    top = (out[:, 4:8] @ pos).sum(1) / out[:, 4:8].sum((1, 2)) - 13
+    bottom = (out[:, 20:24] @ pos).sum(1) / out[:, 20:24].sum((1, 2)) - 13
+    assert (top * bottom < 0).all() and top.abs().max() > 2
+    torch.testing.assert_close(top, -bottom, atol=1e-4, rtol=0)
+    _, cols = centre_of_mass(out.reshape(32, 784))
+    torch.testing.assert_close(cols, torch.full((32,), 13.0), atol=1e-4, rtol=0)
+
+
+def test_slant_comes_first_in_the_one_affine_map():
+    # One grid_sample of slant + rotation equals the slant, then the rotation (90 degrees maps
+    # pixel centres onto pixel centres, so the second resampling is exact).
+    line = vertical_line()
+    both = AtFraction(1.0, slant=0.4, rotation=90.0)(line)
+    one_by_one = AtFraction(1.0, rotation=90.0)(AtFraction(1.0, slant=0.4)(line))
+    torch.testing.assert_close(both, one_by_one, atol=1e-5, rtol=0)
+    zoomed = AtFraction(1.0, slant=0.4, scale=0.5)(line)  # zoom 1.5 of the slanted line
+    assert not torch.allclose(zoomed, AtFraction(1.0, slant=0.4)(line), atol=1e-3)
+
+
 def test_same_generator_seed_same_batch():
     assert torch.equal(augment(7, **ALL)(IMAGES), augment(7, **ALL)(IMAGES))
     assert not torch.equal(augment(7, **ALL)(IMAGES), augment(8, **ALL)(IMAGES))
@@ -120,6 +192,10 @@ def test_same_generator_seed_same_batch():
     ("erasing", 1.5, "'augment_erasing' parameter is a probability"),
     ("blur", float("nan"), "'augment_blur' parameter must be a float >= 0"),
     ("shift", "2", "'augment_shift' parameter must be a float >= 0. Got '2'"),
+    ("slant", -0.3, "'augment_slant' parameter must be a float >= 0. Got -0.3"),
+    ("slant", float("inf"), "'augment_slant' parameter must be a float >= 0"),
+    ("thickness", -0.5, "'augment_thickness' parameter must be a float >= 0. Got -0.5"),
+    ("thickness", 2.5, "'augment_thickness' parameter must be <= 2.0 .*Got 2.5"),
 ])
 def test_bad_augment_params_are_named(name, value, match):
     with pytest.raises(ValueError, match=match):
@@ -188,6 +264,28 @@ def test_seeded_augmented_fits_are_reproducible(cls):
     c = plain.fit(X_TRAIN, Y_TRAIN).predict_proba(X_TEST)
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
+
+
+def test_thickness_and_slant_fits_are_reproducible_and_carried_by_params():
+    X, y = X_TRAIN[:200], Y_TRAIN[:200]
+    params = dict(max_epochs=1, random_state=5, batch_size=50, hidden_sizes=(16,),
+                  validation_fraction=0, augment_slant=0.3, augment_thickness=0.5)
+    net = MLPClassifier(**params)
+    assert net.get_params()["augment_slant"] == 0.3
+    assert net.get_params()["augment_thickness"] == 0.5
+    assert repr(net._make_augment()) == "Augment(slant=0.3, thickness=0.5)"
+    twin = clone(net.set_params(augment_thickness=0.25))
+    assert twin.augment_slant == 0.3 and twin.augment_thickness == 0.25
+    rec = RecordBatches()
+    a = twin.set_params(callbacks=[("rec", rec)]).fit(X, y).predict_proba(X_TEST)
+    params["augment_thickness"] = 0.25
+    b = MLPClassifier(**params).fit(X, y).predict_proba(X_TEST)
+    plain = MLPClassifier(**{**params, "augment_slant": 0.0, "augment_thickness": 0.0})
+    c = plain.fit(X, y).predict_proba(X_TEST)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    originals = rows_of(twin._check_X(X, reset=False))
+    assert len(rows_of(torch.cat(rec.train)) & originals) == 0  # the training rows changed
 
 
 def test_augmentation_is_searchable_with_set_params_and_grid_search():

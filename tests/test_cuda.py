@@ -18,9 +18,10 @@ from conftest import X_TEST, X_TRAIN, Y_TEST, Y_TRAIN
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 ESTIMATORS = [SoftmaxRegressionClassifier, MLPClassifier, CNNClassifier]
 EVERYTHING = dict(max_epochs=3, batch_size=32, random_state=0, precision="bfloat16",
-                  augment_rotation=10, augment_scale=0.1, augment_shift=2, augment_blur=1.0,
-                  augment_erasing=0.3, augment_elastic=10, weight_averaging="ema",
-                  recompute_bn=True, tta=True, lr_schedule="onecycle", early_stopping=True)
+                  augment_rotation=10, augment_scale=0.1, augment_shift=2, augment_slant=0.3,
+                  augment_blur=1.0, augment_thickness=0.5, augment_erasing=0.3, augment_elastic=10,
+                  weight_averaging="ema", recompute_bn=True, tta=True, lr_schedule="onecycle",
+                  early_stopping=True)
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda c: c.__name__)

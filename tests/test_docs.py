@@ -36,7 +36,10 @@ PUBLIC_MODULES = {
     "mnist_estimators.search": ("tune", "suggest", "make_storage", "make_pruner", "TuneResult",
                                 "PruningCallback", "TrialSeededTPESampler", "SurplusTrial"),
     "mnist_estimators.pipelines": ("get",),
-    "mnist_estimators.strokes": ("draw_digit", "make_set"),
+    "mnist_estimators.strokes": ("draw_digit", "make_set", "read_factors"),
+    "mnist_estimators.handwriting": ("normalize_width", "normalize_slant", "ink_core",
+                                     "stroke_width", "softness", "skew", "skeleton", "redraw",
+                                     "mnist_statistics"),
 }
 
 

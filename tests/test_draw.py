@@ -34,12 +34,13 @@ SEVEN = [(70, 60), (210, 60), (120, 240)]
 ONE = [(150, 40), (140, 240)]
 
 
-def drawing(strokes=(SEVEN,), fmt="PNG", mode="RGB", size=280):
-    """Black strokes (width size/14, round ends) on white, or on transparent for mode RGBA."""
+def drawing(strokes=(SEVEN,), fmt="PNG", mode="RGB", size=280, width=None):
+    """Black strokes (width size/14 unless given, round ends) on white, or on transparent for
+    mode RGBA."""
     image = Image.new(mode, (size, size), (255, 255, 255, 0) if mode == "RGBA" else "white")
     pen = ImageDraw.Draw(image)
     for line in strokes:
-        pen.line(line, fill="black", width=size // 14, joint="curve")
+        pen.line(line, fill="black", width=width or size // 14, joint="curve")
     buffer = io.BytesIO()
     image.save(buffer, fmt)
     return buffer.getvalue()
@@ -104,6 +105,22 @@ def test_predict_answers_for_each_model(server, fmt, mode, content_type):
     assert frame.shape == (28, 28) and frame.min() >= 0 and frame.max() == 255
     np.testing.assert_array_equal(frame.reshape(-1), preprocess_image(
         Image.open(io.BytesIO(drawing(fmt=fmt, mode=mode)))))
+
+
+def test_a_hairline_drawing_reaches_the_models_at_mnists_stroke_width(server):
+    """A fine pen's 2 px line on the 280 px pad is a hairline in 28x28: the page normalises it
+    as preprocess_image does, so the models see a stroke of MNIST's width."""
+    from mnist_estimators import handwriting
+    from mnist_estimators.data import ink_crop
+
+    url, _ = server
+    status, answer = call(url, "/api/predict", drawing(width=2))
+    assert status == 200, answer
+    frame = np.array(answer["input"], dtype=np.uint8)
+    width = handwriting.stroke_width(handwriting.ink_core(ink_crop(frame)))
+    assert width == pytest.approx(handwriting.MNIST_STROKE_WIDTH, abs=0.35)
+    raw = preprocess_image(Image.open(io.BytesIO(drawing(width=2))), normalize_width=False)
+    assert frame.sum() > 1.5 * raw.sum()
 
 
 def test_predict_with_chosen_models(server):

@@ -240,7 +240,7 @@ def test_cli_search_runs_a_tracked_grid(tmp_path, store, capsys):
 
 
 @pytest.mark.parametrize("name", ["softmax", "mlp", "cnn", "softmax_best", "mlp_best",
-                                  "mlp_augmented", "cnn_best", "cnn_frontier"])
+                                  "mlp_augmented", "cnn_best", "cnn_frontier", "cnn_realworld"])
 def test_ready_pipelines_fit(name):
     from mnist_estimators.pipelines import get
 

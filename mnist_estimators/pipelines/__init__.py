@@ -11,7 +11,7 @@ seed per member.
 import importlib
 
 NAMES = ("softmax", "mlp", "cnn", "softmax_best", "mlp_best", "mlp_augmented", "cnn_best",
-         "cnn_frontier", "cnn_ensemble", "mixed_ensemble")
+         "cnn_frontier", "cnn_realworld", "cnn_ensemble", "mixed_ensemble")
 
 
 def get(name):

@@ -1,7 +1,8 @@
 """Training-time augmentation of flat square images, and the views of test-time augmentation.
 
-``Augment``: random rotation, scale, shift, blur, erasing and elastic distortion, as batched
-tensor ops (``affine_grid``/``grid_sample``, grouped convolution, masks), drawn per image.
+``Augment``: random stroke thickness, rotation, scale, shift, slant, blur, erasing and elastic
+distortion, as batched tensor ops (max-pooling, ``affine_grid``/``grid_sample``, grouped
+convolution, masks), drawn per image.
 ``shifted_views``: an image and its four one-pixel shifts (``tta=True``).
 """
 
@@ -17,14 +18,17 @@ from torch.nn import functional as F
 # not per image. So: each transform below is one batched tensor op over the whole
 # (N, 1, H, W) batch, with per-image random parameters.
 
-AUGMENT_PARAMS = ("rotation", "scale", "shift", "blur", "erasing", "elastic", "elastic_sigma")
+AUGMENT_PARAMS = ("rotation", "scale", "shift", "slant", "blur", "thickness", "erasing", "elastic",
+                  "elastic_sigma")
+MAX_THICKNESS = 2.0  # two full 3x3 erosions leave ~0.5% of an MNIST digit's ink: nothing past it
 
 
 class Augment:
     """Random training-time transforms of a batch of flat square images, all images at once.
 
-    Rotation, scale and shift form one affine map per image; an elastic displacement field is
-    added to the same sampling grid, so the four cost one ``grid_sample``. Blur is one grouped
+    Thickness comes first (it is the pen's), as 3x3 max-pooling. Slant, rotation, scale and
+    shift then form one affine map per image, and an elastic displacement field is added to the
+    same sampling grid, so the five cost one ``grid_sample``. Blur (the scan's) is one grouped
     convolution with a kernel per image; erasing is one mask.
 
     Parameters
@@ -35,8 +39,20 @@ class Augment:
         Largest relative zoom: each image is scaled by U(1 - scale, 1 + scale) (in and out).
     shift : float, default=0.0
         Largest translation in pixels along each axis.
+    slant : float, default=0.0
+        Largest horizontal shear: each image is sheared by s ~ U(-slant, slant),
+        ``x' = x + s * y`` with y measured down from the image centre (s > 0 leans the top of a
+        digit left, its bottom right), before rotation, zoom and shift. Real handwriting slants
+        by about +-0.4; typical: 0.3.
     blur : float, default=0.0
         Largest Gaussian blur sigma in pixels: each image is blurred with sigma U(0, blur).
+    thickness : float, default=0.0
+        Largest stroke-width change, in [0, 2]: each image draws t ~ U(-thickness, thickness)
+        and is dilated (t > 0) or eroded (t < 0) by ``|t|`` steps of 3x3 max-pooling, the fraction
+        of a step blended linearly (``img + frac * (step(img) - img)``). One step widens or
+        narrows a stroke by about 2 pixels; outside the frame counts as background. Typical:
+        0.5 (an MNIST digit keeps 0.6x to 1.5x its ink); one full erosion removes most of a
+        thin digit.
     erasing : float, default=0.0
         Probability that an image gets one random rectangle (2-20% of its area, aspect 1:3 to
         3:1) set to 0, the background (seed 004's "black squares"; random erasing).
@@ -48,10 +64,11 @@ class Augment:
         Source of randomness (on the device of the batches); None uses torch's global one.
     """
 
-    def __init__(self, rotation=0.0, scale=0.0, shift=0.0, blur=0.0, erasing=0.0, elastic=0.0,
-                 elastic_sigma=4.0, generator=None):
-        values = {"rotation": rotation, "scale": scale, "shift": shift, "blur": blur,
-                  "erasing": erasing, "elastic": elastic, "elastic_sigma": elastic_sigma}
+    def __init__(self, rotation=0.0, scale=0.0, shift=0.0, slant=0.0, blur=0.0, thickness=0.0,
+                 erasing=0.0, elastic=0.0, elastic_sigma=4.0, generator=None):
+        values = {"rotation": rotation, "scale": scale, "shift": shift, "slant": slant,
+                  "blur": blur, "thickness": thickness, "erasing": erasing, "elastic": elastic,
+                  "elastic_sigma": elastic_sigma}
         for name, value in values.items():
             if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                     and math.isfinite(value) and value >= 0):
@@ -60,6 +77,10 @@ class Augment:
         if scale >= 1:
             raise ValueError(f"The 'augment_scale' parameter must be < 1 (a zoom factor of "
                              f"1 - scale must stay positive). Got {scale!r} instead.")
+        if thickness > MAX_THICKNESS:
+            raise ValueError(f"The 'augment_thickness' parameter must be <= {MAX_THICKNESS} (steps "
+                             f"of 3x3 dilation or erosion; two erode any MNIST stroke away). "
+                             f"Got {thickness!r} instead.")
         if erasing > 1:
             raise ValueError(f"The 'augment_erasing' parameter is a probability in [0, 1]. "
                              f"Got {erasing!r} instead.")
@@ -90,7 +111,11 @@ class Augment:
             raise ValueError(f"Augmentation needs square images: got {n_features} features per "
                              "sample, not a perfect square (784 for 28x28).")
         img = X.reshape(n, 1, side, side)  # (N, 784) -> (N, 1, 28, 28)
-        if self.rotation or self.scale or self.shift or self.elastic:
+        # Thickness and slant draw only when on: with them off, a seeded batch (and fit) is
+        # what it was before they existed.
+        if self.thickness:  # the pen's width first; geometry and scan act on the stroke drawn
+            img = self._thicken(img)
+        if self.rotation or self.scale or self.shift or self.slant or self.elastic:
             img = F.grid_sample(img, self._sampling_grid(n, side, img), mode="bilinear",
                                 padding_mode="border", align_corners=False)
         if self.blur:
@@ -99,6 +124,20 @@ class Augment:
         if self.erasing:
             img = img * self._erasing_mask(n, side, X.device)
         return img.reshape(n, n_features)
+
+    def _thicken(self, img):
+        # (N, 1, H, W) -> same: |t| steps of 3x3 dilation (t > 0) or erosion (t < 0) per image,
+        # step i weighted by clamp(|t| - i, 0, 1): floor(|t|) full steps, then the fraction.
+        n = img.shape[0]
+        t = self._uniform(-self.thickness, self.thickness, n, device=img.device).view(n, 1, 1, 1)
+        grow, amount = t > 0, t.abs().to(img.dtype)
+        for step in range(math.ceil(self.thickness)):
+            padded = F.pad(img, (1, 1, 1, 1))  # zeros: outside the frame is background
+            dilated = F.max_pool2d(padded, 3, stride=1)
+            eroded = -F.max_pool2d(-padded, 3, stride=1)
+            target = torch.where(grow, dilated, eroded)
+            img = img + (amount - step).clamp(0, 1) * (target - img)
+        return img
 
     def _sampling_grid(self, n, side, img):
         # grid_sample reads output pixel p from input location theta @ p (normalized coordinates,
@@ -110,6 +149,15 @@ class Augment:
         shift = self._uniform(-self.shift, self.shift, n, 2, device=device) * (2 / side)
         theta = torch.stack([torch.stack([cos, sin, shift[:, 0]], 1),
                              torch.stack([-sin, cos, shift[:, 1]], 1)], 1)  # (N, 2, 3)
+        if self.slant:
+            # The slant is the writer's, so it comes first in the forward map:
+            # out = zoom R(angle) (Shear(s) in - shift), Shear(s) = [[1, s], [0, 1]]. Its
+            # inverse, in = Shear(-s) (theta @ out), left-multiplies theta. Square images, so
+            # the shear is the same in pixels as in normalized coordinates.
+            s = self._uniform(-self.slant, self.slant, n, device=device)
+            unshear = torch.eye(2, device=device, dtype=theta.dtype).repeat(n, 1, 1)  # (N, 2, 2)
+            unshear[:, 0, 1] = -s
+            theta = unshear @ theta  # (N, 2, 2) @ (N, 2, 3) -> (N, 2, 3)
         grid = F.affine_grid(theta, list(img.shape), align_corners=False)  # (N, H, W, 2)
         if self.elastic:
             field = self._uniform(-1.0, 1.0, n, 2, side, side, device=device)
