@@ -170,8 +170,10 @@ def test_an_interrupted_run_resumes_with_the_missing_cells_only(workdir):
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 200
-        done = 0
-        while time.time() < deadline and done < 1:  # let a cell finish, then Ctrl-C
+        done = running = 0
+        # let a cell finish and the next one start, then Ctrl-C: a signal that lands between two
+        # cells leaves no fit to kill
+        while time.time() < deadline and (done < 1 or running < 1):
             time.sleep(0.5)
             if (workdir / "mlruns" / "mlflow.db").exists():
                 # through open_store, which waits for the store's creation under its lock (a
@@ -180,7 +182,9 @@ def test_an_interrupted_run_resumes_with_the_missing_cells_only(workdir):
                                     (workdir / "mlruns" / "artifacts").as_uri())
                 exps = [e.experiment_id for e in client.search_experiments()]
                 done = len(client.search_runs(exps, "tags.`experiment.outcome` = 'ok'"))
-        assert done >= 1, "no cell finished in time"
+                running = len(client.search_runs(
+                    exps, "tags.`experiment.cell_id` LIKE '%' and attributes.status = 'RUNNING'"))
+        assert done >= 1 and running >= 1, "no cell finished and another started in time"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
     finally:

@@ -93,7 +93,7 @@ def test_a_mild_slant_is_left_alone():
 @pytest.mark.full_mnist
 def test_the_constants_are_mnists_and_mnist_digits_pass_unchanged(full_mnist_dir):
     X, _ = load_mnist("train", data_home=full_mnist_dir)
-    stats = handwriting.mnist_statistics(ink_crop(row.reshape(28, 28)) for row in X[:20000])
+    stats = handwriting.mnist_statistics(ink_crop(row.reshape(28, 28)) for row in X[:10000])
     assert stats["stroke_width"] == pytest.approx(
         (handwriting.MNIST_MIN_STROKE_WIDTH, handwriting.MNIST_STROKE_WIDTH), abs=0.04)
     assert stats["softness"] == pytest.approx(handwriting.MNIST_MAX_SOFTNESS, abs=0.01)
