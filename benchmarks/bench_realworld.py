@@ -75,6 +75,11 @@ def by_factor(folder, correct):
         "blurred": f.blur > 0, "drawn small, upscaled": f.small,
         "|rotation| (degrees)": pd.cut(f.rotation.abs(), [0, 10, 20, 30]),
         "slant (shear)": pd.cut(f.slant, [-1, -0.5, -0.2, 0.2, 1]),
+        # slant and rotation lean the same way when their signs agree (strokes.draw_digit): a
+        # digit leaning more than 45 degrees from upright is rare in real writing
+        "lean: |rotation + atan(slant)| (degrees)": pd.cut(
+            (f.rotation + np.degrees(np.arctan(f.slant))).abs(), [0, 15, 30, 45, 60, 90],
+            include_lowest=True),
         "gaps": f.gaps, "paper": f.paper,
     }
     return {name: {str(k): [round(float(v), 4), int(n)] for k, (v, n) in

@@ -5,6 +5,7 @@ file cannot be shared between machines), compared cell for cell with a serial ru
 import os
 import uuid
 
+from dask import config as dask_config
 import mlflow
 import pytest
 
@@ -76,6 +77,15 @@ def test_a_dask_cluster_run_matches_the_serial_run_cell_for_cell(tmp_path, monke
                ["test_accuracy"] for r in runs)
     # the report is on the server's artifact store, beside the parent run
     assert "report.md" in {a.path for a in client.list_artifacts(dask.parent_run_id)}
-    # and the rerun finds every cell done, through the server
+    # and the rerun finds every cell done, through the server, on a LocalCluster of its own
+    # that leaves this process's environment as it found it: distributed's nannies set
+    # OMP_NUM_THREADS=1 (and more) in the process that starts them, as the cluster above did
+    spawn_env = dask_config.get("distributed.nanny.pre-spawn-environ")
+    assert os.environ.get("OMP_NUM_THREADS") == "1" and "OMP_NUM_THREADS" in spawn_env
+    for key in spawn_env:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")  # a user's own setting is kept
     again = runner.run("dask.toml", protocol="quick", backend="dask", progress=False)
     assert again.ran == [] and again.skipped == 4
+    assert {key: os.environ.get(key) for key in spawn_env} == {
+        key: "3" if key == "MKL_NUM_THREADS" else None for key in spawn_env}

@@ -131,7 +131,8 @@ def run(experiment, protocol="fast", n_seeds=None, n_jobs=1, backend="loky", sch
         raise ExperimentError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if n_jobs < 1:
         raise ExperimentError(f"n_jobs must be at least 1, got {n_jobs}")
-    client = _dask_client(scheduler, connect_timeout) if backend == "dask" else None
+    client, environ = (_dask_client(scheduler, connect_timeout) if backend == "dask"
+                       else (None, None))
     try:
         store = lookup.open_checked_store() if tracking.is_enabled() else None
         data = load_data(exp, protocol, data_home)
@@ -168,6 +169,16 @@ def run(experiment, protocol="fast", n_seeds=None, n_jobs=1, backend="loky", sch
     finally:
         if client is not None:
             client.close()
+            _restore_environ(environ)
+
+
+def _restore_environ(environ):
+    """Give back the environment variables of ``environ`` (name -> value, None: unset)."""
+    for key, value in (environ or {}).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _tag_key(key):
@@ -218,17 +229,27 @@ def _execute(jobs, data, n_jobs, backend, progress, exp, protocol, skipped, tota
 
 
 def _dask_client(scheduler, timeout):
-    """A ``dask.distributed`` client of ``scheduler`` (an address; None starts a LocalCluster),
-    or an error naming the address when it cannot be reached within ``timeout`` seconds."""
+    """A ``dask.distributed`` client of ``scheduler`` (an address; None starts a LocalCluster)
+    and the environment variables to give back when it closes (``_restore_environ``), or an
+    error naming the address when it cannot be reached within ``timeout`` seconds."""
     try:
+        import dask
         from dask.distributed import Client
     except ImportError as exc:
         raise ExperimentError("backend 'dask' needs dask.distributed (a dependency of "
                               "mnist-estimators: reinstall it)") from exc
     if scheduler is None:
-        return Client(processes=True, threads_per_worker=1)
+        # distributed's nannies write their pre-spawn environment (OMP_NUM_THREADS=1,
+        # MKL_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, ...) into the os.environ of the process that
+        # starts a LocalCluster, and never take it back (by design: dask/distributed#6681); every
+        # process this one starts afterwards (a later search's loky workers, a subprocess) would
+        # run torch on one thread. distributed has no option to undo it, so run() does, when the
+        # client is closed and no nanny spawns any more.
+        keys = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
+        environ = {key: os.environ.get(key) for key in keys}
+        return Client(processes=True, threads_per_worker=1), environ
     try:
-        return Client(scheduler, timeout=timeout)
+        return Client(scheduler, timeout=timeout), None
     except (OSError, TimeoutError) as exc:
         raise ExperimentError(f"The Dask scheduler at {scheduler} could not be reached within "
                               f"{timeout} s ({type(exc).__name__}: {exc}); start one with "
