@@ -27,6 +27,7 @@ from pathlib import Path
 
 # Light imports only: ``--help`` and a bad argument are answered before torch, scikit-learn,
 # numpy or MLflow is imported; each command imports what it needs.
+from .draw import turn_argument
 from .persistence import load_model, save_model, write_json
 from .pipelines import NAMES as PIPELINES
 
@@ -154,7 +155,7 @@ def cmd_predict(args):
         raise CLIError("predict needs image files, folders of images, or --csv FILE")
     hooks.defer_plugins()  # nothing fits here: tracking is not imported with the model
     model = load_model(args.model)
-    rows, names, failed = [], [], 0
+    rows, names, paths, failed = [], [], [], 0  # paths: the image file of each row, or None
 
     def report(exc):
         nonlocal failed
@@ -166,6 +167,7 @@ def cmd_predict(args):
             X, _ = read_mnist_csv(args.csv)
             rows += list(X)
             names += [f"{args.csv}:{i + 1}" for i in range(len(X))]
+            paths += [None] * len(X)
         except (MNISTFormatError, OSError) as exc:
             report(exc)
     for given in args.inputs:
@@ -178,12 +180,19 @@ def cmd_predict(args):
             try:
                 rows.append(preprocess_image(path))
                 names.append(str(path))
+                paths.append(path)
             except (MNISTFormatError, OSError) as exc:
                 report(exc)
     if rows:
         X = np.stack(rows)
         if hasattr(model, "predict_proba"):
-            proba = model.predict_proba(X)
+            proba = np.array(model.predict_proba(X))
+            if args.turn:  # image files only: a CSV row is a frame already
+                from . import reading
+
+                files = [i for i, p in enumerate(paths) if p is not None]
+                proba[files] = reading.predict_proba(
+                    model, [paths[i] for i in files], turn=args.turn, frames=X[files])
             labels, probs = np.asarray(model.classes_)[proba.argmax(axis=1)], proba.max(axis=1)
         else:
             labels, probs = model.predict(X), [None] * len(X)
@@ -666,6 +675,7 @@ def build_parser():
     p.add_argument("--format", choices=["text", "csv", "json"], default="text",
                    help="text: 'file  digit  probability' lines (default); csv: a header and a "
                    "row per image; json: a list of {file, digit, probability}")
+    turn_argument(p)
     p.set_defaults(func=cmd_predict)
     return parser
 

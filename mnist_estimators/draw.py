@@ -22,6 +22,7 @@ the token printed at start, sent as the ``X-Draw-Token`` header; the page takes 
 address (``/?token=...``), the link the command prints.
 """
 
+import argparse
 import io
 import logging
 import re
@@ -159,15 +160,23 @@ class ModelError(RuntimeError):
     """A model failed to load or to predict; the message names it."""
 
 
-def predict(catalogue, frame, names):
-    """Digit and the ten probabilities of each model in ``names`` for one (784,) frame."""
+def predict(catalogue, frame, names, image=None, turn=0.0):
+    """Digit and the ten probabilities of each model in ``names`` for one (784,) frame, read
+    from ``image``; with ``turn``, a model unsure of it also reads it turned
+    (``mnist_estimators.reading``)."""
     import numpy as np
+
+    from . import reading
 
     out = []
     for name in names:
         try:
             model = catalogue.get(name)
-            proba = model.predict_proba(frame[None])[0]
+            if turn:
+                proba = reading.predict_proba(model, [image], turn=turn, frames=frame[None],
+                                              name="the drawing")[0]
+            else:
+                proba = model.predict_proba(frame[None])[0]
         except Exception as exc:
             raise ModelError(f"model {name!r} failed: {type(exc).__name__}: {exc}") from exc
         probabilities = np.zeros(10)
@@ -199,9 +208,10 @@ def save_drawing(folder, digit, png):
 # --------------------------------------------------------------------------- the app
 
 
-def create_app(catalogue, labelled_dir, write_token=None):
+def create_app(catalogue, labelled_dir, write_token=None, turn=0.0):
     """The FastAPI app: the page at ``/``, the JSON API under ``/api``. With ``write_token``,
-    ``/api/label`` answers 401 without an ``X-Draw-Token`` header and 403 with a wrong one."""
+    ``/api/label`` answers 401 without an ``X-Draw-Token`` header and 403 with a wrong one.
+    ``turn``: as ``predict --turn`` (``mnist_estimators.reading``)."""
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi import Path as PathParam
     from fastapi.responses import HTMLResponse
@@ -310,7 +320,7 @@ def create_app(catalogue, labelled_dir, write_token=None):
         def run():
             frame = frame_of(image)
             try:
-                predictions = predict(catalogue, frame, names)
+                predictions = predict(catalogue, frame, names, image, turn)
             except ModelError as exc:
                 logging.getLogger(__name__).exception("%s", exc)  # the traceback, on stderr
                 raise HTTPException(500, str(exc)) from None
@@ -370,8 +380,28 @@ def add_parser(subparsers):
     p.add_argument("--port", type=int, default=8000, help="default: 8000; 0 picks a free port")
     p.add_argument("--labelled-dir", default="drawings", help="where 'that was a N' keeps "
                    "drawings, as DIR/N/*.png (default: drawings)")
+    turn_argument(p)
     p.set_defaults(func=cmd_draw)
     return p
+
+
+def turn_argument(parser):
+    """``--turn DEGREES`` of ``predict`` and ``draw`` (``mnist_estimators.reading``), checked
+    while the arguments are parsed, before anything heavy is imported."""
+
+    def degrees(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not 0 <= value <= 90:  # NaN fails the comparison too
+            raise argparse.ArgumentTypeError(f"expected degrees from 0 to 90, got {text!r}")
+        return value
+
+    parser.add_argument("--turn", type=degrees, default=0.0, metavar="DEGREES",
+                        help="also read a digit the model is unsure of (below 0.9) turned by up "
+                        "to DEGREES (0-90, steps of 10), keeping the most confident reading; "
+                        "default 0: upright only")
 
 
 def _is_loopback(host):
@@ -406,7 +436,7 @@ def cmd_draw(args):
         raise ValueError("no model to draw with: name one with --model FILE or --model "
                          "models:/NAME@ALIAS, or register one in the MLflow store")
     token = secrets.token_urlsafe(16) if remote else None
-    app = create_app(catalogue, args.labelled_dir, write_token=token)
+    app = create_app(catalogue, args.labelled_dir, write_token=token, turn=args.turn)
     # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets that say so, and
     # without it every answer waits ~40 ms (Nagle's algorithm meets the client's delayed ACK)
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET,

@@ -160,6 +160,18 @@ def normalize_slant(ink):
     return out[:, cols[0]: cols[-1] + 1]
 
 
+def rotate(ink, degrees):
+    """``ink`` turned by ``degrees`` (counter-clockwise as displayed), bilinear, on a canvas
+    grown to hold it and cropped back to the ink; ``ink`` itself for 0."""
+    if degrees == 0:
+        return ink
+    from scipy.ndimage import rotate as nd_rotate
+
+    out = np.clip(nd_rotate(ink, degrees, reshape=True, order=1, cval=0.0), 0.0, 1.0)
+    rows, cols = np.nonzero(out.max(axis=1) > 0)[0], np.nonzero(out.max(axis=0) > 0)[0]
+    return out[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+
+
 def mnist_statistics(crops):
     """The percentiles behind this module's constants, measured on ``crops``: MNIST digits as
     ``preprocess_image`` crops them before these steps (e.g. ``data.ink_crop(row.reshape(28,

@@ -60,6 +60,7 @@ def test_help_imports_nothing_heavy(argv):
     (["tune", "--pipeline", "nope"], "invalid choice: 'nope'"),
     (["experiment", "explode"], "invalid choice: 'explode'"),
     (["nothing"], "invalid choice: 'nothing'"),
+    (["predict", "m.pkl", "a.png", "--turn", "120"], "expected degrees from 0 to 90, got '120'"),
 ])
 def test_bad_arguments_are_refused_before_anything_heavy_is_imported(argv, message):
     got = _fresh(_CLI, *argv)

@@ -39,7 +39,8 @@ PUBLIC_MODULES = {
     "mnist_estimators.strokes": ("draw_digit", "make_set", "read_factors"),
     "mnist_estimators.handwriting": ("normalize_width", "normalize_slant", "ink_core",
                                      "stroke_width", "softness", "skew", "skeleton", "redraw",
-                                     "mnist_statistics"),
+                                     "rotate", "mnist_statistics"),
+    "mnist_estimators.reading": ("predict_proba", "turns"),
 }
 
 

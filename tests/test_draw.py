@@ -2,6 +2,7 @@
 127.0.0.1), the page in chromium, the registry's models, and the command's errors."""
 
 import argparse
+import contextlib
 import http.client
 import io
 import json
@@ -64,15 +65,14 @@ def models(tmp_path_factory):
             save_model(MLPClassifier(**TINY, hidden_sizes=(32,)).fit(X_TRAIN, Y_TRAIN), folder / "mlp.pkl")]
 
 
-@pytest.fixture(scope="module")
-def server(models, tmp_path_factory):
-    """The command as a user starts it, on a free port; yields (URL, labelled folder)."""
-    root = tmp_path_factory.mktemp("draw")
+def serve(models, root, *options):
+    """`mnist-estimators draw` with ``models`` and ``options`` as a user starts it, on a free
+    port; yields (URL, labelled folder)."""
     labelled = root / "labelled"
     env = {**os.environ, "MNIST_ESTIMATORS_TRACKING": "0", "MNIST_ESTIMATORS_CACHE": str(root / "cache")}
     proc = subprocess.Popen(
         [*COMMAND, "draw", "--model", str(models[0]), "--model", str(models[1]),
-         "--port", "0", "--labelled-dir", str(labelled)],
+         "--port", "0", "--labelled-dir", str(labelled), *options],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         first = proc.stdout.readline()
@@ -84,6 +84,11 @@ def server(models, tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(models, tmp_path_factory):
+    yield from serve(models, tmp_path_factory.mktemp("draw"))
 
 
 # --------------------------------------------------------------------------- the API
@@ -121,6 +126,29 @@ def test_a_hairline_drawing_reaches_the_models_at_mnists_stroke_width(server):
     assert width == pytest.approx(handwriting.MNIST_STROKE_WIDTH, abs=0.35)
     raw = preprocess_image(Image.open(io.BytesIO(drawing(width=2))), normalize_width=False)
     assert frame.sum() > 1.5 * raw.sum()
+
+
+def test_a_page_started_with_turn_reads_unsure_drawings_turned(models, tmp_path):
+    from mnist_estimators import reading
+    from mnist_estimators.persistence import load_model
+
+    turned = Image.open(io.BytesIO(drawing())).rotate(25, fillcolor="white")
+    body = io.BytesIO()
+    turned.save(body, "PNG")
+    upright = {}
+    for options in ((), ("--turn", "30")):
+        (tmp_path / str(len(options))).mkdir()
+        with contextlib.closing(serve(models, tmp_path / str(len(options)), *options)) as started:
+            url, _ = next(started)
+            status, answer = call(url, "/api/predict", body.getvalue())
+        assert status == 200, answer
+        for path, p in zip(models, answer["predictions"]):
+            model = load_model(path)
+            want = reading.predict_proba(model, [turned], turn=30 if options else 0)[0]
+            np.testing.assert_allclose(p["probabilities"], want, atol=1e-5)
+            upright.setdefault(p["model"], p["probabilities"])
+            if options:  # the tiny models are unsure of it, and read it better turned
+                assert max(p["probabilities"]) > max(upright[p["model"]])
 
 
 def test_predict_with_chosen_models(server):

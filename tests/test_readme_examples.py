@@ -524,7 +524,7 @@ def check_command(argv, out, cwd, pngs):
     elif command == "predict":
         fmt = argv[argv.index("--format") + 1] if "--format" in argv else "text"
         inputs = [a for i, a in enumerate(argv[3:], 3) if not a.startswith("--")
-                  and argv[i - 1] != "--format"]
+                  and argv[i - 1] not in ("--format", "--turn")]
         expected = [p.name for a in inputs for p in (
             sorted((cwd / a).glob("*.png")) if (cwd / a).is_dir() else [cwd / a])]
         assert expected and set(expected) <= {p.name for p in pngs}, (inputs, expected)
