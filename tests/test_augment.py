@@ -14,8 +14,8 @@ from mnist_estimators.training import Augment, AugmentedBatches, TensorBatchIter
 from conftest import X_TEST, X_TRAIN, Y_TRAIN
 
 IMAGES = torch.from_numpy(X_TRAIN[:64].astype(np.float32) / 255)  # (64, 784) digits in [0, 1]
-ALL = dict(rotation=15.0, scale=0.15, shift=3.0, slant=0.3, blur=1.0, thickness=0.5, erasing=0.5,
-           elastic=34.0)
+ALL = dict(rotation=15.0, scale=0.15, shift=3.0, slant=0.3, blur=1.0, thickness=0.5, gaps=3,
+           erasing=0.5, elastic=34.0)
 
 
 def augment(seed=0, **params):
@@ -63,6 +63,8 @@ def test_each_transform_changes_images_per_image(name):
         assert 10 < changed.sum() < 54
     elif name == "blur":  # sigma ~ U(0, 1): below ~0.3 the kernel is all but a delta
         assert changed.sum() > 32
+    elif name == "gaps":  # k ~ U{0..3} breaks: a quarter of the images get none
+        assert 32 < changed.sum() < 64
     else:
         assert changed.all()
     # Per-image parameters: the same digit 32 times comes out 32 different ways.
@@ -115,6 +117,20 @@ def test_erasing_blanks_one_rectangle_of_2_to_20_percent():
     for mask in erased[:20]:  # a rectangle: its rows times its columns
         rows, cols = mask.any(1), mask.any(0)
         assert mask.sum() == rows.sum() * cols.sum()
+
+
+def test_gaps_cut_strokes_across_where_the_ink_is():
+    lines = vertical_line(width=2).repeat(200, 1)  # rows 4-23, columns 13-14
+    out = AtFraction(1.0, gaps=1)(lines)  # one break each, radius 2.5
+    assert torch.all(out <= lines)  # only ever removes ink
+    lost = (lines - out).sum(1)
+    assert (lost > 0).all() and lost.max() <= 2 * 6  # the disc crosses the 2-pixel stroke
+    column = out.reshape(200, 28, 28)[:, :, 13:15].amax(2)  # (200, 28) ink per row
+    blank_inside = (column[:, 5:23] == 0).any(1)  # a row of the stroke's middle emptied
+    assert blank_inside.float().mean() > 0.7  # most breaks land inside, not at a tip
+    # k ~ U{0..gaps}: with gaps=3, as many images get 0, 1, 2 and 3 breaks
+    lost = (IMAGES.repeat(8, 1) - augment(gaps=3)(IMAGES.repeat(8, 1))).sum(1)
+    assert 0.15 < (lost == 0).float().mean() < 0.35
 
 
 def test_elastic_distorts_locally_and_keeps_the_digit():
@@ -196,6 +212,9 @@ def test_same_generator_seed_same_batch():
     ("slant", float("inf"), "'augment_slant' parameter must be a float >= 0"),
     ("thickness", -0.5, "'augment_thickness' parameter must be a float >= 0. Got -0.5"),
     ("thickness", 2.5, "'augment_thickness' parameter must be <= 2.0 .*Got 2.5"),
+    ("gaps", -1, r"'augment_gaps' parameter must be an int in \[0, 8\] .*Got -1"),
+    ("gaps", 2.5, r"'augment_gaps' parameter must be an int in \[0, 8\] .*Got 2.5"),
+    ("gaps", 9, r"'augment_gaps' parameter must be an int in \[0, 8\] .*Got 9"),
 ])
 def test_bad_augment_params_are_named(name, value, match):
     with pytest.raises(ValueError, match=match):
@@ -286,6 +305,23 @@ def test_thickness_and_slant_fits_are_reproducible_and_carried_by_params():
     assert not np.allclose(a, c)
     originals = rows_of(twin._check_X(X, reset=False))
     assert len(rows_of(torch.cat(rec.train)) & originals) == 0  # the training rows changed
+
+
+def test_gaps_are_an_estimator_parameter_checked_before_training():
+    X, y = X_TRAIN[:200], Y_TRAIN[:200]
+    params = dict(max_epochs=1, random_state=5, batch_size=50, hidden_sizes=(16,),
+                  validation_fraction=0, augment_gaps=2)
+    net = MLPClassifier(**params)
+    assert repr(net._make_augment()) == "Augment(gaps=2)"
+    assert clone(net).augment_gaps == 2
+    a = net.fit(X, y).predict_proba(X_TEST)
+    b = MLPClassifier(**params).fit(X, y).predict_proba(X_TEST)  # seeded: the same breaks
+    c = MLPClassifier(**{**params, "augment_gaps": 0}).fit(X, y).predict_proba(X_TEST)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    with pytest.raises(ValueError, match=r"MLPClassifier: The 'augment_gaps' parameter must be "
+                                         r"an int in \[0, 8\] .*Got 1.5 instead"):
+        MLPClassifier(**{**params, "augment_gaps": 1.5}).fit(X, y)
 
 
 def test_augmentation_is_searchable_with_set_params_and_grid_search():
