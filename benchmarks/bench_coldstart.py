@@ -1,7 +1,7 @@
 """The first call of a fresh process: a script's first fit, the command line, a one-image predict.
 
     python benchmarks/bench_coldstart.py [--data-home DIR] [--repeats 5] [--epochs 4]
-        [--sections fit cli]
+        [--sections fit cli overlap]
 
 Every measurement is a new Python process, started the way a user starts one, and timed from
 the parent (interpreter start, imports, data, fit, exit):
@@ -24,6 +24,11 @@ the parent (interpreter start, imports, data, fit, exit):
 - ``cli``: ``mnist-estimators --help``, ``train --help``, ``import torch, sklearn, skorch`` (the
   stack's import floor), and ``mnist-estimators predict model.pkl one.png`` for a saved MLP,
   medians of ``--repeats``.
+- ``overlap`` (not run by default): can MLflow's import hide behind a first fit on this machine?
+  The untracked first fit alone, beside a second process importing MLflow and its SQL store,
+  and beside a thread of its own importing them, each with torch's OpenMP threads waiting the
+  default way (spinning) and with ``OMP_WAIT_POLICY=PASSIVE`` (sleeping). Each child reports its
+  fit, the cores it used during the fit, and how long the import took.
 
 Writes benchmarks/results/coldstart.json and prints the tables.
 """
@@ -81,6 +86,37 @@ for _ in range(int(sys.argv[2])):
         opt.step()
 print(json.dumps({"fit_s": time.perf_counter() - start}))
 """
+
+# argv: data home, epochs, beside: none | process | thread
+OVERLAP = r"""
+import json, resource, subprocess, sys, threading, time
+from mnist_estimators import MLPClassifier, load_mnist
+X, y = load_mnist("train", data_home=sys.argv[1])
+IMPORT = "import mlflow, mlflow.store.tracking.sqlalchemy_store"
+took = {}
+def imports():
+    start = time.perf_counter()
+    exec(IMPORT)
+    took["import_s"] = time.perf_counter() - start
+start = time.perf_counter()
+if sys.argv[3] == "process":
+    side = subprocess.Popen([sys.executable, "-c", IMPORT])
+elif sys.argv[3] == "thread":
+    side = threading.Thread(target=imports)
+    side.start()
+before = resource.getrusage(resource.RUSAGE_SELF)
+MLPClassifier(max_epochs=int(sys.argv[2]), tracking=False, verbose=0, **%(settings)r).fit(X, y)
+fit_s = time.perf_counter() - start
+after = resource.getrusage(resource.RUSAGE_SELF)
+cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+if sys.argv[3] == "process":
+    side.wait()
+    took["import_s"] = time.perf_counter() - start
+elif sys.argv[3] == "thread":
+    side.join()
+print(json.dumps({"fit_s": fit_s, "cores": cpu / fit_s, **took}))
+"""
+OVERLAP_MODES = ("alone", "process", "thread")
 
 VARIANTS = ("untracked", "tracked, existing store", "tracked, new store", "hand loop")
 
@@ -198,11 +234,48 @@ def section_cli(args):
     return result
 
 
+def section_overlap(args):
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="coldstart-overlap-") as work:
+        for r in range(args.repeats):
+            for policy in ("default (spin)", "PASSIVE"):
+                env = clean_env()
+                if policy == "PASSIVE":
+                    env["OMP_WAIT_POLICY"] = "PASSIVE"
+                else:
+                    env.pop("OMP_WAIT_POLICY", None)
+                for mode in OVERLAP_MODES[r % 3:] + OVERLAP_MODES[:r % 3]:
+                    cmd = [sys.executable, "-c", OVERLAP % {"settings": SETTINGS},
+                           args.data_home, str(args.epochs), mode.replace("alone", "none")]
+                    got = timed(cmd, work, env)[1]
+                    row = out.setdefault(f"{policy}, {mode}", {"fit_s": [], "cores": [],
+                                                               "import_s": []})
+                    for key in row:
+                        if key in got:
+                            row[key].append(got[key])
+                    print(f"  repeat {r + 1}, {policy}, {mode}: {got}", flush=True)
+    result = {name: {k: spread(v) for k, v in row.items() if v} for name, row in out.items()}
+    print(f"\nMLflow's import beside an untracked first fit (MLP {args.epochs} epochs), median "
+          f"(min-max) of {args.repeats}")
+    print("| OpenMP wait | MLflow imported | fit (s) | over the fit alone | cores the fit used "
+          "| import done after (s) |\n|---|---|---|---|---|---|")
+    for name, r in result.items():
+        policy, mode = name.split(", ")
+        alone = result[f"{policy}, alone"]["fit_s"]["median"]
+        f = r["fit_s"]
+        imp = r.get("import_s")
+        print(f"| {policy} | {mode} | {f['median']:.2f} ({f['min']:.2f}-{f['max']:.2f}) "
+              f"| {f['median'] - alone:+.2f} | {r['cores']['median']:.2f} "
+              f"| {'' if imp is None else format(imp['median'], '.2f')} |")
+    return result
+
+
 def main(argv=None):
     parser = common.parser(__doc__, "coldstart.json")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--sections", nargs="+", choices=["fit", "cli"], default=["fit", "cli"])
+    parser.add_argument("--sections", nargs="+", choices=["fit", "cli", "overlap"],
+                        default=["fit", "cli"])
     args = parser.parse_args(argv)
     if not common.has_full_mnist(args.data_home):
         raise SystemExit("full MNIST is needed: --data-home DIR (or $MNIST_ESTIMATORS_DATA)")
@@ -212,6 +285,8 @@ def main(argv=None):
         results["fit"] = section_fit(args)
     if "cli" in args.sections:
         results["cli"] = section_cli(args)
+    if "overlap" in args.sections:
+        results["overlap"] = section_overlap(args)
     common.write_json(args.out, results)
 
 
