@@ -181,8 +181,10 @@ print(json.dumps({{"scores": res["test_score"].tolist(), "pid": os.getpid()}}))
 
 
 
+# The race runs four times a CI run (three times, and once with the model logged); a fifth
+# time cost 15-20 s that the 35-minute cap no longer had on a slow host.
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("case", [f"fresh-{i}" for i in range(4)] + ["fresh-4-log_model"])
+@pytest.mark.parametrize("case", [f"fresh-{i}" for i in range(3)] + ["fresh-3-log_model"])
 def test_a_fresh_store_first_used_by_cross_validate_with_two_workers(tmp_path, case):
     log_model = case.endswith("log_model")
     path = script(tmp_path, CV_CHILD.format(options={"log_model": True} if log_model else None))
