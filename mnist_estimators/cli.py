@@ -2,7 +2,7 @@
 
     mnist-estimators demo [--data-home DIR] [--output-dir models]
     mnist-estimators train --model mlp --param hidden_sizes=(512,256) --param max_epochs=5 -o mlp.pkl
-    mnist-estimators evaluate mlp.pkl [--csv test.csv | --data-home DIR | --images drawings/]
+    mnist-estimators evaluate mlp.pkl [--csv test.csv | --data-home DIR | --images drawings/ [--turn 20]]
     mnist-estimators predict mlp.pkl digit1.png digits/ | mnist-estimators predict mlp.pkl --csv x.csv
     mnist-estimators tune --pipeline cnn --trials 50 --timeout 600 --storage sqlite:///study.db --study-name cnn
     mnist-estimators search --pipeline mlp --grid '{"clf__lr": [0.001, 0.01]}'
@@ -121,6 +121,9 @@ def cmd_evaluate(args):
     """Accuracy on MNIST test or a CSV; with ``--images DIR``, the full report of
     ``evaluation.evaluate_images`` (confusion, worst mistakes) and an MLflow evaluation run."""
     if args.images is None:
+        if args.turn:
+            raise CLIError("--turn reads image files turned; it goes with --images (MNIST's and "
+                           "a CSV's rows are frames already)")
         model = load_model(args.model)
         (X, y), where = _load_data(args, "test")
         acc = model.score(X, y)
@@ -131,7 +134,8 @@ def cmd_evaluate(args):
     if args.csv or args.data_home:
         raise CLIError("--images evaluates on a folder of labelled images; it does not go with "
                        "--csv or --data-home")
-    result = evaluate_images(args.model, args.images, top=args.top, on_error=args.on_error)
+    result = evaluate_images(args.model, args.images, top=args.top, on_error=args.on_error,
+                             turn=args.turn)
     print(result.report())
     if result.run_id:
         import mlflow
@@ -581,6 +585,7 @@ def build_parser():
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                    help="with --images: stop at a blank, unreadable or unlabelled file (raise, "
                    "the default), or leave it out with a warning (skip)")
+    turn_argument(p)  # with --images: read as `predict --turn` reads
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tune", help="Optuna study over a ready pipeline "

@@ -5,9 +5,11 @@ mistakes, and an MLflow evaluation run.
     print(result.report())
 
 ``mnist-estimators evaluate MODEL --images DIR`` prints ``result.report()``. The folder is read
-by ``load_images`` (subfolders ``0/`` ... ``9/``, or the digit in each file name).
+by ``load_images`` (subfolders ``0/`` ... ``9/``, or the digit in each file name); with
+``turn=20`` (``--turn 20``) an image the model is unsure of is also read turned, as
+``predict --turn`` reads it (``mnist_estimators.reading``).
 
-The MLflow run (when tracking is on) holds the params (model, folder, n), the metrics
+The MLflow run (when tracking is on) holds the params (model, folder, n, turn), the metrics
 (``accuracy``, ``ece`` for a model with ``predict_proba``, ``digit_accuracy/0`` ... ``/9``, and
 those of ``mlflow.models.evaluate``), the images as a dataset input, the figures
 (``figures/confusion_matrix.png``, ``figures/misclassified.png``, most confident mistakes
@@ -50,6 +52,7 @@ class Evaluation:
     y_pred: np.ndarray = field(repr=False)
     ece: float | None = None
     top: int = 10
+    turn: float = 0.0                # degrees: unsure images were also read turned (reading)
     run_id: str | None = None
     model_uri: str | None = None     # the MLflow model the estimator was logged as, if it was
 
@@ -58,7 +61,8 @@ class Evaluation:
         each digit's accuracy, and the ``top`` most confident mistakes."""
         top = self.top if top is None else top
         lines = [f"accuracy {self.accuracy:.4f} on {self.n} images (labelled images in "
-                 f"{self.folder})"]
+                 f"{self.folder}" + (f"; unsure ones also read turned up to {self.turn:g} degrees"
+                                     if self.turn else "") + ")"]
         if self.ece is not None:
             lines.append(f"ECE {self.ece:.4f} (top-label calibration error, 15 equal-width "
                          "confidence bins; 0 when confidence matches accuracy)")
@@ -84,7 +88,7 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def evaluate_images(model, folder, *, top=10, log=True, on_error="raise"):
+def evaluate_images(model, folder, *, top=10, log=True, on_error="raise", turn=0.0):
     """Evaluate ``model`` on the labelled images of ``folder``.
 
     Parameters
@@ -101,6 +105,11 @@ def evaluate_images(model, folder, *, top=10, log=True, on_error="raise"):
         store that fails costs a warning, never the result.
     on_error : {"raise", "skip"}, default="raise"
         Passed to ``load_images``: what to do with an unreadable, blank or unlabelled file.
+    turn : float, default=0.0
+        Degrees (0 to 90): an image whose upright reading is below 0.9 confidence is also read
+        turned by up to ``turn`` degrees, and the most confident reading is kept
+        (``reading.predict_proba``, as ``predict --turn``); 0 reads upright only. Needs a model
+        with ``predict_proba``.
 
     Returns
     -------
@@ -113,18 +122,26 @@ def evaluate_images(model, folder, *, top=10, log=True, on_error="raise"):
     >>> result.accuracy, result.mistakes[0]["file"]  # doctest: +SKIP
     (0.982, 'drawings/4/017.png')
     """
+    from . import reading
     from .calibration import expected_calibration_error
     from .data import load_images
     from .persistence import load_model
 
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
         raise ValueError(f"The 'top' parameter must be an int >= 0. Got {top!r} instead.")
+    reading.turns(turn)  # a bad turn is named before the model and the images are read
     name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     if isinstance(model, (str, Path)):
         model = load_model(model)
     X, y, files = load_images(folder, on_error=on_error, return_files=True)
 
-    proba = model.predict_proba(X) if hasattr(model, "predict_proba") else None
+    if turn and not hasattr(model, "predict_proba"):
+        raise ValueError(f"turn={turn:g} keeps a digit's most confident reading, but "
+                         f"{type(model).__name__} has no predict_proba; use turn=0.")
+    if turn:
+        proba = reading.predict_proba(model, files, turn=turn, frames=X)
+    else:
+        proba = model.predict_proba(X) if hasattr(model, "predict_proba") else None
     ece = None
     if proba is not None:
         y_pred = np.asarray(model.classes_)[proba.argmax(axis=1)].astype(np.int64)
@@ -150,7 +167,8 @@ def evaluate_images(model, folder, *, top=10, log=True, on_error="raise"):
                         model_uri=getattr(net, "last_model_uri_", None),
                         accuracy=float((y == y_pred).mean()),
                         n=len(y), confusion=counts, per_digit=per_digit, mistakes=mistakes,
-                        files=files, y_true=y, y_pred=y_pred, ece=ece, top=top)
+                        files=files, y_true=y, y_pred=y_pred, ece=ece, top=top,
+                        turn=float(turn))
     from . import tracking
 
     if log and tracking.is_enabled():
@@ -232,7 +250,7 @@ def _log_contents(client, run_id, result, X, wrong, proba=None, classes=None):
     model = Path(result.model)
     params = {"model": str(model.resolve()) if model.is_file() else result.model,
               "model.class": result.model_class, "images.folder": str(folder.resolve()),
-              "images.n": result.n, "top": result.top}
+              "images.n": result.n, "top": result.top, "turn": result.turn}
     # The MLflow model the estimator was logged as when it was trained, if it is in this store:
     # the run takes it as an input and its metrics are linked to it, so the model's page lists
     # this evaluation beside its validation results.

@@ -311,7 +311,7 @@ def test_evaluate_images_logs_an_evaluation_run(tmp_path, capsys, monkeypatch):
     assert "accuracy" not in run.data.metrics  # one accuracy: mlflow.models.evaluate's
     assert {f"digit_accuracy/{d}" for d in range(10)} <= set(run.data.metrics)
     assert run.data.params["images.folder"] == str(folder.resolve())
-    assert run.data.params["images.n"] == "30"
+    assert run.data.params["images.n"] == "30" and run.data.params["turn"] == "0.0"
     (ds,) = run.inputs.dataset_inputs
     assert ds.dataset.name == "images-drawings"
     figures = {a.path for a in client.list_artifacts(run_id, "figures")}

@@ -115,3 +115,36 @@ def test_predict_turn_reads_images_turned_and_csv_rows_as_given(tmp_path, capsys
         assert got[str(path)] == (int(mlp.classes_[p.argmax()]), round(float(p.max()), 4))
     for i, p in enumerate(rows):
         assert got[f"{csv}:{i + 1}"] == (int(mlp.classes_[p.argmax()]), round(float(p.max()), 4))
+
+
+def test_evaluate_images_turn_reads_the_folder_as_predict_turn_does(tmp_path, capsys, mlp):
+    from mnist_estimators.evaluation import evaluate_images
+
+    folder = tmp_path / "turned"
+    paths = []
+    for i, (row, label) in enumerate(zip(X_TEST[:60], Y_TEST[:60])):
+        (folder / str(label)).mkdir(parents=True, exist_ok=True)
+        paths.append(folder / str(label) / f"{i:03d}.png")
+        turned_image(row, [-25, 25][i % 2]).save(paths[-1])
+    upright = evaluate_images(mlp, folder, log=False)
+    turned = evaluate_images(mlp, folder, log=False, turn=20)
+    # the same readings predict --turn makes, file for file
+    order = [str(p) for p in sorted(paths, key=lambda p: (p.parent.name, p.name))]
+    assert turned.files == order
+    expected = reading.predict_proba(mlp, order, turn=20)
+    assert np.array_equal(turned.y_pred, mlp.classes_[expected.argmax(1)])
+    assert turned.accuracy > upright.accuracy and turned.turn == 20.0
+    assert "unsure ones also read turned up to 20 degrees" in turned.report()
+    model = save_model(mlp, tmp_path / "mlp.pkl")
+    assert main(["evaluate", str(model), "--images", str(folder), "--turn", "20"]) == 0
+    assert capsys.readouterr().out.startswith(f"accuracy {turned.accuracy:.4f} on 60 images")
+    # a bad turn is named before anything is read; --turn goes with image files only
+    with pytest.raises(ValueError, match="turn must be a number of degrees from 0 to 90"):
+        evaluate_images(mlp, tmp_path / "no such folder", turn=120)
+    from sklearn.svm import LinearSVC
+
+    svc = LinearSVC().fit(X_TRAIN[:300] / 255.0, Y_TRAIN[:300])
+    with pytest.raises(ValueError, match="LinearSVC has no predict_proba; use turn=0"):
+        evaluate_images(svc, folder, log=False, turn=20)
+    assert main(["evaluate", str(model), "--turn", "20"]) == 2
+    assert "--turn reads image files turned; it goes with --images" in capsys.readouterr().err
