@@ -643,10 +643,10 @@ _COMMON_DOC = """
         most of a thin digit. Applied before the geometric transforms and blur.
     augment_gaps : int, default=0
         Largest number of breaks in the strokes, in [0, 8], drawn per image as k ~ U{0, ...,
-        augment_gaps}: k discs of radius 1-2.5 pixels, each centred on an ink pixel, set to the
-        background, so a stroke is cut across by 2-5 pixels. It mimics the broken strokes of
-        real handwriting and scans (issue #27); 1 reads broken digits better, at a small cost
-        on clean ones (docs/results.md, "Real-world digits"). Applied after the thickness.
+        augment_gaps}: k discs of radius 0.75-1.5 pixels, each centred on an ink pixel, set to
+        the background, so a stroke of MNIST's width is cut across by 1.5-3 pixels. It mimics
+        the broken strokes of real handwriting and scans (issue #27); cnn_realworld sets 1
+        (docs/results.md, "Real-world digits"). Applied after the thickness.
     augment_erasing : float, default=0.0
         Probability of erasing one random rectangle (2-20% of the image) to 0.
     augment_elastic : float, default=0.0

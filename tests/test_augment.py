@@ -121,7 +121,7 @@ def test_erasing_blanks_one_rectangle_of_2_to_20_percent():
 
 def test_gaps_cut_strokes_across_where_the_ink_is():
     lines = vertical_line(width=2).repeat(200, 1)  # rows 4-23, columns 13-14
-    out = AtFraction(1.0, gaps=1)(lines)  # one break each, radius 2.5
+    out = AtFraction(1.0, gaps=1)(lines)  # one break each, radius 1.5
     assert torch.all(out <= lines)  # only ever removes ink
     lost = (lines - out).sum(1)
     assert (lost > 0).all() and lost.max() <= 2 * 6  # the disc crosses the 2-pixel stroke

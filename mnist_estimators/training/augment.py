@@ -23,7 +23,10 @@ AUGMENT_PARAMS = ("rotation", "scale", "shift", "slant", "blur", "thickness", "g
                   "elastic", "elastic_sigma")
 MAX_THICKNESS = 2.0  # two full 3x3 erosions leave ~0.5% of an MNIST digit's ink: nothing past it
 MAX_GAPS = 8  # more breaks than a digit has strokes to break: a dotted digit, not handwriting
-GAP_RADIUS = (1.0, 2.5)  # pixels of a 28x28 frame: a break of 2-5 px, as a lifted pen leaves
+# Pixels of a 28x28 frame: a break of 1.5-3 px across a stroke up to ~3 px wide (MNIST's are
+# 1.4-3.5 of 20), a dent in a bolder one. Chosen on the hard stroke level's validation split:
+# discs of radius 1-2.5 read broken digits as well, but cost MNIST 0.12 points, over the limit.
+GAP_RADIUS = (0.75, 1.5)
 
 
 class Augment:
@@ -59,11 +62,10 @@ class Augment:
         thin digit.
     gaps : int, default=0
         Largest number of breaks in the strokes, in [0, 8]: each image draws k ~ U{0, ..., gaps}
-        and blanks k discs of radius U(1, 2.5) pixels, each centred on an ink pixel drawn with
-        probability proportional to its ink, so a stroke is cut across by 2-5 pixels (a pen
-        lifted, a faint scan; issue #27). 1 in cnn_realworld read the hard stroke level's broken
-        digits better (validation +0.8 points) but cost MNIST about 0.1 and the clean easy
-        level 1 point, so no ready pipeline sets it (docs/results.md, "Real-world digits").
+        and blanks k discs of radius U(0.75, 1.5) pixels, each centred on an ink pixel drawn
+        with probability proportional to its ink, so a stroke of MNIST's width is cut across by
+        1.5-3 pixels (a pen lifted, a faint scan; issue #27), a bolder one dented. cnn_realworld
+        sets 1 (docs/results.md, "Real-world digits").
     erasing : float, default=0.0
         Probability that an image gets one random rectangle (2-20% of its area, aspect 1:3 to
         3:1) set to 0, the background (seed 004's "black squares"; random erasing).
