@@ -133,11 +133,11 @@ def evaluate_images(model, folder, *, top=10, log=True, on_error="raise", turn=0
     name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     if isinstance(model, (str, Path)):
         model = load_model(model)
-    X, y, files = load_images(folder, on_error=on_error, return_files=True)
-
-    if turn and not hasattr(model, "predict_proba"):
+    if turn and not hasattr(model, "predict_proba"):  # said before the images are read
         raise ValueError(f"turn={turn:g} keeps a digit's most confident reading, but "
                          f"{type(model).__name__} has no predict_proba; use turn=0.")
+    X, y, files = load_images(folder, on_error=on_error, return_files=True)
+
     if turn:
         proba = reading.predict_proba(model, files, turn=turn, frames=X)
     else:

@@ -145,6 +145,6 @@ def test_evaluate_images_turn_reads_the_folder_as_predict_turn_does(tmp_path, ca
 
     svc = LinearSVC().fit(X_TRAIN[:300] / 255.0, Y_TRAIN[:300])
     with pytest.raises(ValueError, match="LinearSVC has no predict_proba; use turn=0"):
-        evaluate_images(svc, folder, log=False, turn=20)
+        evaluate_images(svc, tmp_path / "no such folder", log=False, turn=20)  # before reading
     assert main(["evaluate", str(model), "--turn", "20"]) == 2
     assert "--turn reads image files turned; it goes with --images" in capsys.readouterr().err
