@@ -124,9 +124,10 @@ def seed_summary(rows, keys=("mnist_raw", "hard_with", "hard_turned", "easy_with
     out = {}
     for name in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == name]
-        out[name] = {"seeds": [r["seed"] for r in mine], **{
-            k: (float(np.mean(v)), float(min(v)), float(max(v)))
-            for k in keys if all(k in r for r in mine) for v in [[r[k] for r in mine]]}}
+        out[name] = {"seeds": [r["seed"] for r in mine]}
+        for k in keys:
+            values = [r[k] for r in mine]
+            out[name][k] = (float(np.mean(values)), float(min(values)), float(max(values)))
     return out
 
 
@@ -223,8 +224,10 @@ def main(argv=None):
                         row[f"hard_{how}_by_factor"] = by_factor(data["folder"], correct)
                         row[f"hard_{how}_confusions"] = confusions(data["y"], predicted, kept)
             rows.append(row)
-            print(f"{name} (seed {seed}): " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
-                                          if isinstance(v, float) and k != "fit_s"), flush=True)
+            which = f"seed {seed}" if seed is not None else "loaded"
+            print(f"{name} ({which}): " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                                                     if isinstance(v, float) and k != "fit_s"),
+                  flush=True)
 
     names = [level for level in levels]
     fitted_on = "MNIST train" if args.split == "test" else "MNIST train's first 50,000"

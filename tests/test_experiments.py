@@ -266,7 +266,7 @@ def _children_of(pid):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_loky_workers_do_not_outlive_a_sigkilled_experiment_run(workdir):
     # cells long enough to be mid-fit in both workers when the parent is SIGKILLed: at 400
-    # epochs a cell took ~3 s on a fast host, and both workers had finished theirs between the
+    # epochs a cell took 0.6-2 s on a fast host, and both workers had finished theirs between the
     # poll that saw them fitting and the kill (every cell FINISHED, none KILLED); the kill comes
     # as soon as both fit, so longer cells cost the test nothing
     (workdir / "two.toml").write_text(TWO_AXES.replace("max_epochs = 1", "max_epochs = 5000"))
