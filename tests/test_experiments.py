@@ -159,8 +159,10 @@ RUN_CLI = [sys.executable, "-m", "mnist_estimators.cli", "experiment", "run", "t
 
 @pytest.mark.timeout(300)
 def test_an_interrupted_run_resumes_with_the_missing_cells_only(workdir):
-    # cells of a few seconds each, so that Ctrl-C surely lands while cells are left
-    (workdir / "two.toml").write_text(TWO_AXES.replace("max_epochs = 1", "max_epochs = 150"))
+    # cells of a few seconds each, so that Ctrl-C surely lands while cells are left and one
+    # fits (at 150 epochs a cell took 0.2-0.8 s on a fast host, and the signal landed between
+    # two: no run KILLED)
+    (workdir / "two.toml").write_text(TWO_AXES.replace("max_epochs = 1", "max_epochs = 1000"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # SIGINT back to its default in the child: a shell runs background jobs (CI under nohup
     # or `&`) with SIGINT ignored, the child inherits that, and Python then never turns
