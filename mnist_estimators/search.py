@@ -39,6 +39,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline
 
 from . import _compat, tracking
+from .tracking import store as tracking_store
 from .tracking.scopes import short_kind
 
 HISTORY_METRICS = ("valid_acc", "valid_loss", "train_loss")
@@ -60,14 +61,17 @@ def _held(study, since, heartbeat, below=None):
     while another worker finishes the last one (Optuna's ``MaxTrialsCallback`` counts the
     states it is given, but cannot tell a live worker's RUNNING trial from one a crashed
     worker left behind). With a heartbeat, Optuna marks the crashed ones FAIL before each
-    trial; without one, a RUNNING trial that started before this ``tune`` call is taken for a
-    crashed worker's and not counted, or a rerun could never complete the study.
+    trial. Without one (JournalStorage has none), a RUNNING trial that started before this
+    ``tune`` call counts only while the process it names (user attr ``process``) is alive on
+    this host: otherwise it is taken for a crashed worker's, or a rerun could never complete
+    the study. Another host's trial cannot be told apart, so it is taken for a crashed one.
     """
     count = 0
     for t in study.get_trials(deepcopy=False, states=FINISHED + (RUNNING,)):
         if below is not None and t.number >= below:
             continue
-        if t.state == RUNNING and not heartbeat and (t.datetime_start or since) < since:
+        if t.state == RUNNING and not heartbeat and (t.datetime_start or since) < since \
+                and not tracking_store.process_alive(t.user_attrs.get("process")):
             continue
         count += 1
     return count
@@ -250,6 +254,7 @@ def tune(estimator, space, X, y, *, n_trials=20, timeout=None, direction="maximi
 
     def objective(trial):
         if study_name:  # two workers may both have started a trial for the last place
+            trial.set_user_attr("process", tracking_store.process_tags())  # for _held
             held = _held(study, since, heartbeat, below=trial.number)
             if held >= n_trials:
                 study.stop()

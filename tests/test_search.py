@@ -120,14 +120,14 @@ def test_sqlite_study_resumes_without_repeating(tmp_path, store):
     assert parent.info.run_name == "resume" and parent.data.params["n_trials"] == "2"
 
 
-def _worker(url, n):
+def _worker(url, n, max_epochs=FAST["max_epochs"]):
     import os
 
     os.environ["MNIST_ESTIMATORS_TRACKING"] = "0"
     from conftest import X_TRAIN, Y_TRAIN
 
-    tune(SoftmaxRegressionClassifier(**FAST), SPACE, X_TRAIN, Y_TRAIN, n_trials=n, storage=url,
-         study_name="shared", refit=False, pruner=None)
+    tune(SoftmaxRegressionClassifier(**{**FAST, "max_epochs": max_epochs}), SPACE, X_TRAIN,
+         Y_TRAIN, n_trials=n, storage=url, study_name="shared", refit=False, pruner=None)
 
 
 @pytest.mark.parametrize("kind", ["journal", "sqlite"])
@@ -183,6 +183,37 @@ def test_a_trial_a_crashed_worker_left_running_does_not_block_a_rerun(tmp_path):
          n_trials=2, storage=url, study_name="stale", refit=False, pruner=None)
     states = [t.state.name for t in optuna.load_study(study_name="stale", storage=url).trials]
     assert states == ["RUNNING", "COMPLETE", "COMPLETE"]
+
+
+def test_a_live_worker_that_started_first_holds_its_place_without_a_heartbeat(tmp_path):
+    # Workers started one after the other on a journal (no heartbeat): the first one's RUNNING
+    # trial began before the second's call, and counts while its process lives. Once that
+    # process is killed, its trial no longer holds a place, and a rerun fills it.
+    url = f"journal:{tmp_path / 'study.log'}"
+    study = optuna.create_study(storage=make_storage(url), study_name="shared",
+                                direction="maximize")
+    study.tell(study.ask(), 0.5)
+    first = multiprocessing.get_context("spawn").Process(target=_worker, args=(url, 2, 10**6))
+    first.start()
+    try:
+        deadline = time.monotonic() + 120
+        while "RUNNING" not in [t.state.name for t in optuna.load_study(
+                study_name="shared", storage=make_storage(url)).trials]:
+            assert time.monotonic() < deadline and first.is_alive()
+            time.sleep(0.2)
+        second = dict(storage=url, study_name="shared", refit=False, pruner=None)
+        tune(SoftmaxRegressionClassifier(**FAST, tracking=False), SPACE, X_TRAIN, Y_TRAIN,
+             n_trials=2, **second)
+        trials = optuna.load_study(study_name="shared", storage=make_storage(url)).trials
+        assert [t.state.name for t in trials] == ["COMPLETE", "RUNNING", "FAIL"]
+        assert trials[2].user_attrs["surplus"] and trials[2].params == {}
+    finally:
+        first.kill()
+        first.join(30)
+    tune(SoftmaxRegressionClassifier(**FAST, tracking=False), SPACE, X_TRAIN, Y_TRAIN,
+         n_trials=2, **second)
+    trials = optuna.load_study(study_name="shared", storage=make_storage(url)).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "RUNNING", "FAIL", "COMPLETE"]
 
 
 def test_minimize_valid_loss(store):

@@ -355,13 +355,22 @@ def process_tags():
     return tags
 
 
-def _alive(pid, start):
+def process_alive(tags):
+    """Whether the process that ``tags`` (``process_tags()``) name is alive: True or False for
+    a process of this host, None when they name another host's process or no process."""
+    if not tags or tags.get(HOST_TAG) != socket.gethostname():
+        return None
+    try:
+        pid = int(tags[PID_TAG])
+    except (KeyError, ValueError):
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
+    start = tags.get(START_TAG)
     return start is None or _process_start(pid) in (None, start)
 
 
@@ -393,12 +402,9 @@ def reap(client, parent_run_id=None):
         runs = call(client.search_runs, exps[i:i + 100], max_results=1000, filter_string=where)
         for run in runs:
             tags = run.data.tags
-            try:
-                pid = int(tags[PID_TAG])
-            except (KeyError, ValueError):
+            if process_alive(tags) is not False:  # alive, or no pid to tell
                 continue
-            if _alive(pid, tags.get(START_TAG)):
-                continue
+            pid = tags[PID_TAG]
             if run.info.run_id in waiting:
                 spared.append(run.info.run_id)
                 continue
