@@ -2,6 +2,8 @@
 
 import gzip
 import os
+import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +126,39 @@ def pytest_configure(config):
     # MLflow's URI for a later tracking test). A hook, not module code: scripts that tests run
     # in subprocesses import this module for its data.
     os.environ["MNIST_ESTIMATORS_TRACKING"] = "0"
+
+
+def wait_for_a_run_with_metrics(db, proc, timeout=120, count=1):
+    """Poll the child's SQLite store ``db`` (a path) with plain sqlite3 (never MLflow, which
+    could race the child into creating the tables: MLflow's store migrates a half-made schema
+    itself, unlocked) until `count` RUNNING runs have a logged metric; returns the first id
+    (all the ids when count > 1)."""
+    db = Path(db)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.communicate()[1] if proc.stderr else ""
+            pytest.fail(f"the child ended (rc {proc.returncode}) before a run had metrics:\n{err}")
+        if db.is_file() and db.stat().st_size:
+            con = sqlite3.connect(str(db), timeout=10)
+            try:
+                rows = con.execute(
+                    "SELECT r.run_uuid FROM runs r WHERE r.status = 'RUNNING' AND EXISTS "
+                    "(SELECT 1 FROM metrics m WHERE m.run_uuid = r.run_uuid)").fetchall()
+            except sqlite3.OperationalError:  # tables not created yet
+                rows = []
+            finally:
+                con.close()
+            if len(rows) >= count:
+                return rows[0][0] if count == 1 else [r[0] for r in rows]
+        time.sleep(0.2)
+    pytest.fail(f"fewer than {count} RUNNING run(s) with metrics in {db} after {timeout} s")
+
+
+def assert_exactly_n_trials(trials, n):
+    """n_trials COMPLETE trials, whichever worker ran them; any other is a surplus trial that a
+    worker started at the same moment as another's last one, ended FAIL without being run."""
+    assert [t.state.name for t in trials].count("COMPLETE") == n
+    others = [t for t in trials if t.state.name != "COMPLETE"]
+    assert all(t.state.name == "FAIL" and t.user_attrs.get("surplus") and not t.params
+               for t in others), [(t.number, t.state.name, t.user_attrs) for t in others]

@@ -11,7 +11,7 @@ from mnist_estimators.cli import main
 from mnist_estimators.data import read_images
 from mnist_estimators.estimators import load_model
 
-from conftest import X_TEST, Y_TEST
+from conftest import X_TEST, Y_TEST, wait_for_a_run_with_metrics
 
 
 def _digits_folder(tmp_path, n=4):
@@ -210,7 +210,6 @@ def test_demo_defaults_reach_the_accuracy_targets_on_full_mnist(full_mnist_dir, 
 def test_sigterm_ends_the_run_killed_not_running(tmp_path):
     import os
     import signal
-    import time
 
     import mlflow
 
@@ -221,16 +220,8 @@ def test_sigterm_ends_the_run_killed_not_running(tmp_path):
                              "--data-home", str(folder), "-o", str(tmp_path / "m.pkl"), "-q",
                              "--param", "max_epochs=100000"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        client = mlflow.MlflowClient(uri)
-        deadline = time.monotonic() + 120
-        runs = []
-        while time.monotonic() < deadline and not runs:  # wait until the fit's run is open
-            time.sleep(0.5)
-            exp = client.get_experiment_by_name("term") if (tmp_path / "mlflow.db").exists() else None
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-        assert runs, "the run never started"
-        time.sleep(1.0)  # a few epochs in
+    try:  # an epoch in (no MlflowClient before then: it would race the CLI for the tables)
+        run_id = wait_for_a_run_with_metrics(tmp_path / "mlflow.db", proc)
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -238,7 +229,7 @@ def test_sigterm_ends_the_run_killed_not_running(tmp_path):
             proc.kill()
     assert proc.returncode == 130, err
     assert "interrupted (terminated by signal 15)" in err
-    run = client.get_run(runs[0].info.run_id)
+    run = mlflow.MlflowClient(uri).get_run(run_id)
     assert run.info.status == "KILLED"
     assert not (tmp_path / "m.pkl").exists()  # no model file that looks complete
 

@@ -217,7 +217,9 @@ def test_answers_come_without_a_nagle_stall(server):
         conn.getresponse().read()
         times.append(time.perf_counter() - start)
     conn.close()
-    assert sorted(times)[10] < 0.03, times
+    # A stall delays every answer by >= 40 ms, so the quickest of 21 tells (a busy host slows
+    # some answers, not all): no answer came without waiting for the ACK otherwise.
+    assert min(times) < 0.03, times
 
 
 def test_what_is_not_a_drawing_is_refused(server):

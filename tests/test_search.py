@@ -18,7 +18,7 @@ from sklearn.preprocessing import StandardScaler
 from mnist_estimators import MLPClassifier, SoftmaxRegressionClassifier, tracking
 from mnist_estimators.search import make_storage, tune
 
-from conftest import X_TEST, X_TRAIN, Y_TEST, Y_TRAIN
+from conftest import X_TEST, X_TRAIN, Y_TEST, Y_TRAIN, assert_exactly_n_trials
 
 pytestmark = pytest.mark.tracking
 FAST = dict(max_epochs=3, batch_size=32, random_state=0)
@@ -144,16 +144,7 @@ def test_two_worker_processes_share_one_study(tmp_path, kind):
     trials = optuna.load_study(study_name="shared", storage=make_storage(url)).trials
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
-    _assert_exactly(trials, 3)
-
-
-def _assert_exactly(trials, n):
-    """n_trials COMPLETE trials, whichever worker ran them; any other is a surplus trial that a
-    worker started at the same moment as another's last one, ended FAIL without being run."""
-    assert [t.state.name for t in trials].count("COMPLETE") == n
-    others = [t for t in trials if t.state.name != "COMPLETE"]
-    assert all(t.state.name == "FAIL" and t.user_attrs.get("surplus") and not t.params
-               for t in others), [(t.number, t.state.name, t.user_attrs) for t in others]
+    assert_exactly_n_trials(trials, 3)
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test's own ask(): no optimize
@@ -197,8 +188,9 @@ def test_a_live_worker_that_started_first_holds_its_place_without_a_heartbeat(tm
     first.start()
     try:
         deadline = time.monotonic() + 120
-        while "RUNNING" not in [t.state.name for t in optuna.load_study(
-                study_name="shared", storage=make_storage(url)).trials]:
+        while not any(t.state.name == "RUNNING" and "process" in t.user_attrs
+                      for t in optuna.load_study(study_name="shared",
+                                                 storage=make_storage(url)).trials):
             assert time.monotonic() < deadline and first.is_alive()
             time.sleep(0.2)
         second = dict(storage=url, study_name="shared", refit=False, pruner=None)
@@ -320,7 +312,7 @@ def test_two_workers_on_postgresql(tmp_path):
     trials = optuna.load_study(study_name=name, storage=url).trials
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(len(trials)))
-    _assert_exactly(trials, 3)
+    assert_exactly_n_trials(trials, 3)
     params = [tuple(sorted(t.params.items())) for t in trials if t.params]
     assert len(set(params)) == len(params)  # no trial evaluated twice
     optuna.delete_study(study_name=name, storage=url)
@@ -358,6 +350,8 @@ def test_a_crashed_worker_leaves_its_trial_failed_and_the_study_goes_on(tmp_path
         if trials and trials[0].state.name == "RUNNING":
             break
         time.sleep(0.5)
+    else:
+        pytest.fail("the worker never started its trial")
     time.sleep(2)  # a heartbeat or two
     os.kill(proc.pid, signal.SIGKILL)  # the worker dies mid-trial
     proc.join()
