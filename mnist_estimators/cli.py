@@ -688,9 +688,10 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .signals import catch_sigterm, release_sigterm
+    from .signals import catch_sigint, catch_sigterm, release_sigint, release_sigterm
 
     previous = catch_sigterm(force=True)  # a run of a killed command ends KILLED, not RUNNING
+    previous_int = catch_sigint()  # Ctrl-C: the fit stops at its next batch
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
@@ -709,6 +710,7 @@ def main(argv=None):
               file=sys.stderr)
         return 130
     finally:
+        release_sigint(previous_int)
         release_sigterm(previous)
 
 

@@ -1,8 +1,8 @@
 """Interrupts and SIGTERM: how a running fit is asked to stop, for everyone to use.
 
 The estimators check for a pending interrupt at every batch; tracking's parent runs and the CLI
-turn SIGTERM into one, so that a killed process ends its MLflow runs KILLED instead of leaving
-them RUNNING. Nothing here imports the rest of the package.
+turn SIGTERM into one (and the CLI Ctrl-C), so that a killed process ends its MLflow runs KILLED
+instead of leaving them RUNNING. Nothing here imports the rest of the package.
 """
 
 from __future__ import annotations
@@ -61,6 +61,30 @@ def catch_sigterm(force=False):
 def release_sigterm(previous):
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _ctrl_c(signum, frame):
+    # Ctrl-C as an interrupt request too, for the reason in _terminated: Python's own handler
+    # raises wherever the main thread is, a finalizer included, where the interrupt is lost.
+    # A second Ctrl-C before a running fit has stopped raises at once (a stuck batch).
+    if _INTERRUPT.is_set() or not request_interrupt("Ctrl-C"):
+        raise KeyboardInterrupt("Ctrl-C")
+
+
+def catch_sigint():
+    """Make Ctrl-C (SIGINT) an interrupt, as ``catch_sigterm`` does SIGTERM, where Python's own
+    handler is in place (not where SIGINT is ignored: a background job, ``nohup``). For a
+    program that owns its process: the command line. Returns what ``release_sigint`` takes."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+    return signal.signal(signal.SIGINT, _ctrl_c)
+
+
+def release_sigint(previous):
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
 
 
 class StopTraining(KeyboardInterrupt):

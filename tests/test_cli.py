@@ -1,4 +1,5 @@
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -207,31 +208,62 @@ def test_demo_defaults_reach_the_accuracy_targets_on_full_mnist(full_mnist_dir, 
 
 
 @pytest.mark.tracking
-def test_sigterm_ends_the_run_killed_not_running(tmp_path):
+@pytest.mark.parametrize("signum, said", [(signal.SIGTERM, "terminated by signal 15"),
+                                          (signal.SIGINT, "Ctrl-C")])
+def test_sigterm_ends_the_run_killed_not_running(tmp_path, signum, said):
     import os
-    import signal
 
     import mlflow
 
     folder = _digits_folder(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_EXPERIMENT_NAME": "term"}
+    # SIGINT back to its default: a shell runs background jobs (CI under `&`) with it ignored,
+    # and the command leaves an ignored Ctrl-C ignored
     proc = subprocess.Popen([sys.executable, "-m", "mnist_estimators.cli", "train", "--model", "mlp",
                              "--data-home", str(folder), "-o", str(tmp_path / "m.pkl"), "-q",
                              "--param", "max_epochs=100000"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:  # an epoch in (no MlflowClient before then: it would race the CLI for the tables)
         run_id = wait_for_a_run_with_metrics(tmp_path / "mlflow.db", proc)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert "interrupted (terminated by signal 15)" in err
+    assert f"interrupted ({said})" in err
     run = mlflow.MlflowClient(uri).get_run(run_id)
     assert run.info.status == "KILLED"
     assert not (tmp_path / "m.pkl").exists()  # no model file that looks complete
+
+
+def test_ctrl_c_stops_a_fit_at_its_next_batch_and_twice_at_once():
+    from mnist_estimators import signals
+
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored under CI's `&`
+    previous = signals.catch_sigint()
+    try:
+        assert previous is signal.default_int_handler
+        with pytest.raises(KeyboardInterrupt, match="Ctrl-C"):  # no fit running: at once
+            signal.raise_signal(signal.SIGINT)
+        with signals.fit_running():
+            signal.raise_signal(signal.SIGINT)  # a fit runs: asked to stop at its next batch
+            with pytest.raises(KeyboardInterrupt, match="Ctrl-C"):
+                signal.raise_signal(signal.SIGINT)  # again before it did: at once
+            with pytest.raises(KeyboardInterrupt, match="Ctrl-C"):
+                signals.raise_if_interrupt_requested()  # the batch boundary
+            signals.raise_if_interrupt_requested()  # nothing left pending
+        assert signals.catch_sigint() is None  # ours is in place: not stacked
+    finally:
+        signals.release_sigint(previous)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert signals.catch_sigint() is None  # an ignored Ctrl-C stays ignored
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def _small_model(tmp_path):
