@@ -806,3 +806,23 @@ def test_one_dataset_has_one_name_on_every_run(store, tmp_path):
     assert len(runs) == 1 + 4 + 1 + 1 + 2 + 2  # search, folds, refit; vote, members; cv folds
     assert names and all(len(v) == 1 for v in names.values()), dict(names)
     assert set().union(*names.values()) == {"mnist-subset-train"}
+
+
+def test_process_alive_tells_this_hosts_processes_and_not_another_hosts():
+    # what reaping and a study's workers (search._held) rely on
+    import subprocess
+    import sys
+
+    from mnist_estimators.tracking import store as store_module
+
+    mine = store_module.process_tags()
+    assert store_module.process_alive(mine) is True
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout)
+    assert store_module.process_alive({**mine, store_module.PID_TAG: str(dead),
+                                       store_module.START_TAG: "0"}) is False
+    if store_module.START_TAG in mine:  # Linux: a reused pid is another process
+        assert store_module.process_alive({**mine, store_module.START_TAG: "1"}) is False
+    assert store_module.process_alive({**mine, store_module.HOST_TAG: "elsewhere"}) is None
+    assert store_module.process_alive({store_module.HOST_TAG: mine[store_module.HOST_TAG]}) is None
+    assert store_module.process_alive(None) is None
