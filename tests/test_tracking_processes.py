@@ -8,6 +8,7 @@ the default store (``./mlruns/mlflow.db``), then inspects that store from here.
 
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -329,6 +330,9 @@ def test_sigterm_mid_fit_in_a_plain_script_ends_the_run_killed_with_its_model(tm
     assert r.data.tags["model_uri"].startswith("models:/")
     n_epochs = r.data.metrics["summary/n_epochs"]
     assert 1 <= n_epochs < 1000
+    # the summary counts the finished epochs, as the console does (not the interrupted one)
+    said = int(re.search(r"ended KILLED after (\d+) finished epoch", err)[1])
+    assert n_epochs == said, (n_epochs, said)
     model = mlflow.pyfunc.load_model(r.data.tags["model_uri"])
     pred = model.predict(X_TEST[:20])
     assert pred.shape == (20,) and set(np.asarray(pred).tolist()) <= set(range(10))

@@ -168,15 +168,17 @@ class MlflowRunLogger(MlflowLogger):
 
     def _finish(self, net, status, error=None, pruned=False):
         run, options = self.run_, self.options_
-        history = net.history
+        # skorch adds an epoch's row when it begins: an interrupted one has no "dur", and the
+        # summary (like the logged model) is of the finished epochs
+        history = [row for row in net.history if "dur" in row]
         summary = {"fit_time_s": _elapsed(run), "n_epochs": len(history)}
-        last = history[-1] if len(history) else {}
+        last = history[-1] if history else {}
         for key in ("train_loss", "valid_loss", "valid_acc"):
             if key in last:  # weight averaging or recomputed BatchNorm: the final weights' score
                 summary[f"final_{key}"] = last.get(f"{key}_final", last[key])
-        if len(history) and "valid_loss" in last:
-            summary["best_valid_loss"] = float(np.nanmin(history[:, "valid_loss"]))
-            summary["best_valid_acc"] = float(np.nanmax(history[:, "valid_acc"]))
+        if "valid_loss" in last:
+            summary["best_valid_loss"] = float(np.nanmin([row["valid_loss"] for row in history]))
+            summary["best_valid_acc"] = float(np.nanmax([row["valid_acc"] for row in history]))
         model = None
         if options["log_model"] and status != "FAILED":
             model = self.model_ if status == "FINISHED" else self._last_epoch_model(net)
@@ -196,9 +198,7 @@ class MlflowRunLogger(MlflowLogger):
             if status == "KILLED" and run.run_id is not None:
                 where = (f"kept in {kept}" if kept else "logged with the run") if model is not None \
                     else "not kept (no epoch had finished)" if options["log_model"] else "not logged"
-                # skorch adds an epoch's row when it begins: the interrupted one has no "dur"
-                done = sum(1 for row in history if "dur" in row)
-                say(f"run {run.run_id} ended KILLED after {done} finished epoch(s) "
+                say(f"run {run.run_id} ended KILLED after {len(history)} finished epoch(s) "
                     f"({str(error) or 'Ctrl-C'}); the last finished epoch's model was {where}")
         finally:
             self.run_ = None  # the estimator keeps no client or data past its fit
