@@ -32,6 +32,7 @@ from .params import Hidden, InstanceOf, Interval, Options, StartsWith, validate
 from .persistence import load_model, save_model  # noqa: F401 - public here too
 from .signals import StopTraining, fit_running, raise_if_interrupt_requested
 from .training.augment import AUGMENT_PARAMS, Augment, shifted_views
+from .training.deskew import deskew as deskew_frames
 from .training.batches import AugmentedBatches, TensorBatchIterator
 from .training.defaults import default_callbacks, has_validation
 from .training.init import init_weights
@@ -107,6 +108,7 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
         checkpoint_dir=None,
         random_state=None,
         pixel_scaling="auto",
+        deskew=False,
         augment_rotation=0.0,
         augment_scale=0.0,
         augment_shift=0.0,
@@ -158,6 +160,7 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
         self.pixel_scaling = pixel_scaling
+        self.deskew = deskew
         # Flat parameters rather than skorch's prefix style (augment__rotation): skorch's
         # set_params raises "Something went wrong" for a non-module prefix on a fitted net.
         self.augment_rotation = augment_rotation
@@ -211,6 +214,8 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
         return super().set_params(**params)
 
     def __setstate__(self, state):
+        # a model pickled before the parameter existed was fitted without deskewing
+        state.setdefault("deskew", False)
         requested = state.get("device", "cpu")
         state["device"] = resolve_device(requested)
         super().__setstate__(state)
@@ -231,6 +236,7 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
         "patience": [Interval(Integral, 1, None, closed="left")],
         "plateau_tol": [None, Interval(Real, 0, None, closed="neither")],
         "pixel_scaling": ["auto", True, False],
+        "deskew": [InstanceOf((bool, np.bool_))],
         "precision": [Options(PRECISIONS)],
         "weight_averaging": [None, "ema", "swa"],
         "averaging_decay": [Interval(Real, 0, 1, closed="neither")],
@@ -293,11 +299,18 @@ class _MNISTClassifier(SkorchLoopSpeedups, NeuralNetClassifier):
         return InputAdapter(type(self).__name__, self.pixel_scaling)
 
     def _check_X(self, X, reset):
-        """Validate X and return a float32 tensor ``(n, n_features)`` scaled by ``input_scale_``."""
+        """Validate X and return a float32 tensor ``(n, n_features)`` scaled by ``input_scale_``
+        (and deskewed with ``deskew=True``)."""
         if reset:
             Xt, self.n_features_in_, self.input_scale_ = self._inputs().fit_X(X)
-            return Xt
-        return self._inputs().transform_X(X, self.n_features_in_, self.input_scale_)
+        else:
+            Xt = self._inputs().transform_X(X, self.n_features_in_, self.input_scale_)
+        if self.deskew:
+            try:
+                Xt = deskew_frames(Xt)
+            except ValueError as exc:
+                raise ValueError(f"{type(self).__name__}: {exc}") from None
+        return Xt
 
     def _check_Xy(self, X, y, reset, classes=None):
         inputs = self._inputs()
@@ -623,6 +636,13 @@ _COMMON_DOC = """
         pass unchanged), and float X at predict time is taken on that same scale. A fit whose
         inputs, so scaled, are far from unit scale (root mean square above 10, e.g. PCA of raw
         pixels) warns once with ``InputScaleWarning``: put a ``StandardScaler`` first.
+    deskew : bool, default=False (True for CNNClassifier)
+        Shear each square frame about its centre of mass until its ink's second-moment slant
+        (``mu11 / mu02``) is 0, at fit and predict time alike (``training.deskew``): the
+        network then never sees a lean. Ink is light on a 0 background; negative pixels weigh
+        nothing. For the default CNN (four seeds, 50,000 training digits): +0.16 points on the
+        10,000 held out, +1.0 on the hard real-world level (``docs/results.md``); ~0.6 s per
+        60,000 images on 2 CPU cores, once per ``fit``. Needs square frames (784 features).
     augment_rotation, augment_scale, augment_shift : float, default=0.0
         Training-only random affine augmentation: largest rotation (degrees), relative zoom in
         and out (0.1 scales by U(0.9, 1.1)) and shift (pixels), drawn per image.
@@ -801,9 +821,9 @@ class CNNClassifier(_MNISTClassifier):
     def __init__(self, *, channels=(16, 32), hidden_sizes=(128,), activation="relu", dropout=0.25,
                  batch_norm=True, pool_first=True, module=CNN, init="default", optimizer="adam",
                  lr=3e-3,
-                 batch_size=128, max_epochs=4, lr_schedule="onecycle", **kwargs):
+                 batch_size=128, max_epochs=4, lr_schedule="onecycle", deskew=True, **kwargs):
         super().__init__(module, init=init, optimizer=optimizer, lr=lr, batch_size=batch_size,
-                         max_epochs=max_epochs, lr_schedule=lr_schedule, **kwargs)
+                         max_epochs=max_epochs, lr_schedule=lr_schedule, deskew=deskew, **kwargs)
         self.channels = channels
         self.hidden_sizes = hidden_sizes
         self.activation = activation

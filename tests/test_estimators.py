@@ -122,7 +122,11 @@ def test_input_forms_give_the_same_model(cls, form):
     est = small(cls, max_epochs=1).fit(X, Y_TRAIN)
     ref = small(cls, max_epochs=1).fit(X_TRAIN, Y_TRAIN)
     assert est.n_features_in_ == 784
-    np.testing.assert_allclose(est.predict_proba(X_TEST), ref.predict_proba(X_TEST), atol=1e-5)
+    # Deskewing shears by a slant measured from the pixels, so the last bit of 1/255-scaled
+    # floats against uint8 moves a deskewed pixel by up to ~4e-6, and a fit's probabilities by
+    # ~3e-5; a wrong scale would move them by tenths.
+    atol = 1e-4 if est.deskew else 1e-5
+    np.testing.assert_allclose(est.predict_proba(X_TEST), ref.predict_proba(X_TEST), atol=atol)
 
 
 def test_features_far_from_unit_scale_warn_once_and_scaled_ones_do_not():
@@ -236,7 +240,13 @@ def test_a_split_too_small_to_mean_anything_warns_once_saying_why():
 
 def test_cnn_needs_square_images():
     with pytest.raises(ValueError, match="perfect square .* Got 700 features"):
+        small(CNNClassifier, deskew=False).fit(X_TRAIN[:, :700], Y_TRAIN)
+    # deskewing (the CNN's default) checks first, at fit and predict alike
+    with pytest.raises(ValueError, match=r"^CNNClassifier: deskew=True needs square images: "
+                                         r"got 700 features per sample"):
         small(CNNClassifier).fit(X_TRAIN[:, :700], Y_TRAIN)
+    with pytest.raises(ValueError, match=r"^MLPClassifier: deskew=True needs square images"):
+        small(MLPClassifier, deskew=True).fit(X_TRAIN[:, :700], Y_TRAIN)
 
 
 @pytest.mark.parametrize("param, value, message", [

@@ -26,6 +26,11 @@ DEFAULTS = {
     "clf__augment_scale": 0.1,
     "clf__augment_shift": 2.0,
     "clf__augment_blur": 1.0,
+    # Deskewing lifts the default CNN 1.0 point on the hard level, but not this one, whose slant
+    # and rotation augmentation already teach it leans: on a 3,000-digit hard validation level,
+    # seeds 0 / 1, 96.07% / 95.47% with it against 96.57% / 96.50% without (and 96.57% / 96.13%
+    # with it and augment_slant=0). Held-out MNIST gained 0.1 point (docs/results.md).
+    "clf__deskew": False,
 }
 SPACE, GRID = cnn.SPACE, cnn.GRID
 
