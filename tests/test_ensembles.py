@@ -266,7 +266,7 @@ def test_ensembles_of_other_estimators_and_untracked_fits_are_left_alone(store):
 # --------------------------------------------------------------------------- ready pipelines
 
 
-@pytest.mark.parametrize("name", ["cnn_ensemble", "mixed_ensemble"])
+@pytest.mark.parametrize("name", ["cnn_ensemble", "mixed_ensemble", "realworld_ensemble"])
 def test_ready_ensembles_build_and_seed_each_member_apart(name):
     module = get(name)
     assert name in NAMES and module.SPACE is None
@@ -285,10 +285,33 @@ def test_ready_ensembles_build_and_seed_each_member_apart(name):
     first = vote.estimators[0][0]
     assert seeds(module.build_pipeline(**{"clf__random_state": 1,
                                           f"clf__{first}__random_state": 99}))[0] == 99
+    if name == "realworld_ensemble":
+        return  # its members: the next test
     # the last member is cnn_best's classifier, configured from its DEFAULTS
     cnn = vote.estimators[-1][1]
     assert cnn.channels == cnn_best.DEFAULTS["clf__channels"]
     assert cnn.get_params()["module__convs_per_block"] == 2 and cnn.augment_rotation == 10.0
+
+
+def test_the_realworld_ensemble_votes_cnn_realworld_with_the_deskewed_cnn_and_fits():
+    from mnist_estimators.pipelines import cnn_realworld
+
+    pipe = get("realworld_ensemble").build_pipeline()
+    (first, realworld), (second, deskewed) = pipe[-1].estimators
+    assert (first, second) == ("realworld", "deskewed")
+    # configured from cnn_realworld's and the default CNN's DEFAULTS (imported, not copied)
+    assert realworld.channels == cnn_realworld.DEFAULTS["clf__channels"] == (32, 64)
+    assert realworld.deskew is False and realworld.augment_slant == 0.3
+    assert realworld.max_epochs == cnn_realworld.DEFAULTS["clf__max_epochs"]
+    assert deskewed.deskew is True and deskewed.augment_gaps == 1 and deskewed.channels == (16, 32)
+    assert deskewed.augment_slant == 0.0 and deskewed.max_epochs == 4
+    small = {f"clf__{m}__{k}": v for m in ("realworld", "deskewed")
+             for k, v in {"max_epochs": 1, "tracking": False, "validation_fraction": None}.items()}
+    fitted = get("realworld_ensemble").build_pipeline(clf__random_state=1, **small).fit(X, Y)
+    proba = fitted.predict_proba(X[:20])
+    members = [est.predict_proba(scale_pixels(X[:20])) for est in fitted[-1].estimators_]
+    np.testing.assert_allclose(proba, np.mean(members, axis=0), atol=1e-6)  # soft voting
+    assert [est.random_state for est in fitted[-1].estimators_] == [2, 3]
 
 
 def test_an_ensemble_member_gets_only_the_shared_pixels_step():
