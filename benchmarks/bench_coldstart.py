@@ -14,6 +14,9 @@ the parent (interpreter start, imports, data, fit, exit):
   - ``untracked``: ``tracking=False``;
   - ``tracked, existing store``: tracked into a ``./mlruns`` store a previous process made;
   - ``tracked, new store``: tracked, in a folder with no store yet (MLflow creates it);
+  - ``tracked, mlflow server``: tracked to an ``mlflow server`` already running on 127.0.0.1
+    (SQLite behind it, artifacts served by it; ``MLFLOW_TRACKING_URI=http://...``), as with
+    ``mnist-estimators ui`` open: the script imports MLflow's client, not its SQL store;
   - ``hand loop``: the peer, a plain PyTorch loop on the same module class, data, batch size
     and optimizer (``import torch`` and the package's ``load_mnist`` and ``modules`` only).
 
@@ -118,7 +121,9 @@ print(json.dumps({"fit_s": fit_s, "cores": cpu / fit_s, **took}))
 """
 OVERLAP_MODES = ("alone", "process", "thread")
 
-VARIANTS = ("untracked", "tracked, existing store", "tracked, new store", "hand loop")
+VARIANTS = ("untracked", "tracked, existing store", "tracked, new store",
+            "tracked, mlflow server", "hand loop")
+TRACKED = VARIANTS[1:4]
 
 
 def clean_env():
@@ -146,12 +151,47 @@ def spread(values):
             "values": values}
 
 
-def first_fit(variant, data_home, epochs, work):
+def mlflow_server(work):
+    """An ``mlflow server`` on 127.0.0.1 (SQLite, served artifacts): (process, URI)."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(work) / "server"
+    root.mkdir()
+    # mlflow runs helpers (uvicorn) by name: the interpreter's bin folder goes first on PATH
+    env = {**clean_env(), "PATH": os.path.dirname(sys.executable) + os.pathsep
+           + os.environ.get("PATH", "")}
+    log = open(root / "log.txt", "w")  # a file: an unread pipe fills and blocks the server
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+                             "--port", str(port), "--backend-store-uri",
+                             f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination",
+                             str(root / "artifacts"), "--workers", "1"],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {(root / 'log.txt').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2):
+                return proc, uri
+        except OSError:
+            time.sleep(0.5)
+    proc.kill()
+    raise TimeoutError(f"mlflow server at {uri} did not answer in 120 s")
+
+
+def first_fit(variant, data_home, epochs, work, server=None):
     ours = [sys.executable, "-c", OURS % {"settings": SETTINGS}, data_home, str(epochs)]
     if variant == "hand loop":
         return timed([sys.executable, "-c", HAND, data_home, str(epochs)], work)
     if variant == "untracked":
         return timed(ours + ["0"], work)
+    if variant == "tracked, mlflow server":
+        return timed(ours + ["1"], work, {**clean_env(), "MLFLOW_TRACKING_URI": server})
     folder = Path(work) / "store"
     if variant == "tracked, new store":
         shutil.rmtree(folder, ignore_errors=True)
@@ -162,24 +202,31 @@ def first_fit(variant, data_home, epochs, work):
 def section_fit(args):
     out = {v: {"process_s": [], "fit_s": []} for v in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="coldstart-") as work:
-        # an existing store for the first "existing" variant, and the OS's file cache warm
-        first_fit("tracked, new store", args.data_home, 1, work)
-        for r in range(args.repeats):
-            order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
-            # "existing" takes the store the previous tracked process left ("new" leaves one)
-            for variant in order:
-                wall, got = first_fit(variant, args.data_home, args.epochs, work)
-                out[variant]["process_s"].append(wall)
-                out[variant]["fit_s"].append(got["fit_s"])
-                print(f"  repeat {r + 1}, {variant}: process {wall:.2f} s, fit {got['fit_s']:.2f} s",
-                      flush=True)
+        server, uri = mlflow_server(work)
+        try:
+            # an existing store for the first "existing" variant, the server's first run, and
+            # the OS's file cache warm
+            first_fit("tracked, new store", args.data_home, 1, work)
+            first_fit("tracked, mlflow server", args.data_home, 1, work, uri)
+            for r in range(args.repeats):
+                order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
+                # "existing" takes the store the previous tracked process left ("new" leaves one)
+                for variant in order:
+                    wall, got = first_fit(variant, args.data_home, args.epochs, work, uri)
+                    out[variant]["process_s"].append(wall)
+                    out[variant]["fit_s"].append(got["fit_s"])
+                    print(f"  repeat {r + 1}, {variant}: process {wall:.2f} s, "
+                          f"fit {got['fit_s']:.2f} s", flush=True)
+        finally:
+            server.terminate()
+            server.wait(30)
     result = {v: {k: spread(vals) for k, vals in d.items()} for v, d in out.items()}
     base = out["untracked"]["fit_s"]
-    for variant in ("tracked, existing store", "tracked, new store"):
+    for variant in TRACKED:
         extra = [t - u for t, u in zip(out[variant]["fit_s"], base)]
         result[variant]["extra_fit_s"] = spread(extra)
     hand = out["hand loop"]["process_s"]
-    for variant in VARIANTS[:3]:
+    for variant in VARIANTS[:-1]:
         ratios = [o / h for o, h in zip(out[variant]["process_s"], hand)]
         result[variant]["process_vs_hand"] = spread(ratios)
     print(f"\nfirst fit of a fresh process: MLP {args.epochs} epochs on 60,000 images, "

@@ -20,9 +20,10 @@ is read by ``preprocess_image`` twice, without the normalisation (``normalize_wi
 normalize_slant=False``, the reader before issue 27) and with it (the default), and MNIST's own
 test set is scored raw and through ``preprocess_image`` both ways (each 28x28 frame read as an
 image): the normalisation must not cost MNIST more than 0.05 points. A third reader, "turned",
-is the normalised one with ``mnist_estimators.reading`` (``predict --turn 20``): a digit the model
-reads upright below 0.9 confidence is also read turned by -20..20 degrees, the most confident
-reading kept.
+is the normalised one read as ``predict`` reads image files by default
+(``mnist_estimators.reading``, ``reading.TURN``): a digit the model reads upright below 0.9
+confidence is also read turned by -20..20 degrees, the most confident reading kept. "with" is
+the same frames read upright only (``predict --turn 0``).
 
 ``--split validation`` is the command that chooses (a pipeline's recipe, a reader's option): the
 levels' validation splits instead of their test splits, each model fitted on the first 50,000
@@ -34,8 +35,10 @@ with the seed (docs/results.md), more than most candidates differ, so choose on 
 
 Prints one table and each model's commonest misreadings on the hard level ("1 read as 7 x12");
 the hard level's accuracy by factor and by digit, and those misreadings, go to the JSON (--out).
-Targets (issue 27): on the hard level, the default CNN >= 97% and cnn_realworld >= 98% with the
-normalisation; MNIST test within 0.1 points of the default CNN's.
+Targets (issue 27), judged on the reader ``predict`` uses by default ("turned"): on the hard
+level, the default CNN >= 97% and the ready pipeline for handwriting (``realworld_ensemble``;
+``cnn_realworld`` is held to it too) >= 98%; MNIST test within 0.1 points of what each had
+before.
 """
 
 import ast
@@ -50,7 +53,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import has_full_mnist, machine, parser, write_json  # noqa: E402
 
 READERS = {"without": {"normalize_width": False, "normalize_slant": False}, "with": {}}
-TURN = 20.0  # the "turned" reader: mnist_estimators.reading, unsure digits also read turned
 TARGETS = {"cnn": 0.97, "cnn_realworld": 0.98, "realworld_ensemble": 0.98}
 
 
@@ -70,10 +72,11 @@ def read(files, **options):
 
 
 def turned(model, images, frames):
-    """Digits read upright and, where the model is unsure, turned up to ``TURN`` degrees."""
+    """Digits read as ``predict`` reads image files: upright and, where the model is unsure,
+    turned up to ``reading.TURN`` degrees."""
     from mnist_estimators import reading
 
-    proba = reading.predict_proba(model, images, turn=TURN, frames=frames)
+    proba = reading.predict_proba(model, images, frames=frames)  # predict's default turn
     return np.asarray(model.classes_)[proba.argmax(axis=1)]
 
 
@@ -120,7 +123,8 @@ def confusions(y, predicted, kept, top=5):
     return {str(names[i]): int(counts[i]) for i in order}
 
 
-def seed_summary(rows, keys=("mnist_raw", "hard_with", "hard_turned", "easy_with")):
+def seed_summary(rows, keys=("mnist_raw", "hard_with", "hard_turned", "easy_with",
+                             "easy_turned")):
     """Per model, each key's (mean, min, max) over its rows (one a seed), and the seeds."""
     out = {}
     for name in dict.fromkeys(r["model"] for r in rows):
@@ -243,35 +247,40 @@ def main(argv=None):
         lambda r: r["model"] + (f" (seed {r['seed']})" if r["seed"] is not None else ""))
     for r in rows:
         fit = f"{r['fit_s']:.0f} s" if r["fit_s"] is not None else "loaded"
-        cells = " | ".join(f"{r[f'{level}_without']:.2%} | **{r[f'{level}_with']:.2%}** | "
-                           f"{r[f'{level}_turned']:.2%}" for level in names)
+        cells = " | ".join(f"{r[f'{level}_without']:.2%} | {r[f'{level}_with']:.2%} | "
+                           f"**{r[f'{level}_turned']:.2%}**" for level in names)
         print(f"| {label(r)} | {fit} | {r['mnist_raw']:.2%} | {r['mnist_without']:.2%} | "
               f"{r['mnist_with']:.2%} | {r['mnist_turned']:.2%} | {cells} |")
-    print(f"\n(turned: mnist_estimators.reading, turn={TURN:g}: a digit read below 0.9 "
+    from mnist_estimators import reading
+
+    print(f"\n(with: the normalisation, read upright only, `predict --turn 0`; turned: the same "
+          f"read as `predict` reads by default, turn={reading.TURN:g}: a digit read below 0.9 "
           "confidence is also read turned, and the most confident reading kept)")
     summary = seed_summary(rows)
     if any(len(cells["seeds"]) > 1 for cells in summary.values()):
         print(f"\n### over the seeds: mean (min-max)\n\n| model | seeds | {mnist}, raw | "
-              "hard: with | turned | easy: with |\n|---|---|---|---|---|---|")
+              "hard: with | turned | easy: with | turned |\n|---|---|---|---|---|---|---|")
         for name, cells in summary.items():
             print(f"| {name} | {len(cells['seeds'])} | " + " | ".join(
                 f"{m:.2%} ({lo:.2%}-{hi:.2%})" for m, lo, hi in
-                (cells[k] for k in ("mnist_raw", "hard_with", "hard_turned", "easy_with"))) + " |")
+                (cells[k] for k in ("mnist_raw", "hard_with", "hard_turned", "easy_with",
+                                    "easy_turned"))) + " |")
     print()
     for r in rows:
         change = r["mnist_with"] - r["mnist_without"]
         print(f"{label(r)}: the normalisation changes {mnist} by {change * 100:+.2f} points "
               f"({'within' if change >= -0.0005 else 'OVER'} the 0.05-point cost limit); "
-              f"its commonest errors on the hard level (with): "
-              + (", ".join(f"{k} x{v}" for k, v in r["hard_with_confusions"].items()) or "none"))
+              f"its commonest errors on the hard level (turned): "
+              + (", ".join(f"{k} x{v}" for k, v in r["hard_turned_confusions"].items())
+                 or "none"))
     for name, cells in summary.items():
-        if name in TARGETS:
-            best = max(cells["hard_with"][0], cells["hard_turned"][0])
+        if name in TARGETS:  # judged as predict reads by default: turned
             n = len(cells["seeds"])
-            print(f"{name}: hard level with the normalisation {cells['hard_with'][0]:.2%}, turned "
-                  f"{cells['hard_turned'][0]:.2%}" + (f" (means of {n} fits)" if n > 1 else "")
+            print(f"{name}: hard level read as predict reads (turned) "
+                  f"{cells['hard_turned'][0]:.2%}, upright only {cells['hard_with'][0]:.2%}"
+                  + (f" (means of {n} fits)" if n > 1 else "")
                   + f"; target >= {TARGETS[name]:.0%}: "
-                  + ("met" if best >= TARGETS[name] else "NOT met"))
+                  + ("met" if cells["hard_turned"][0] >= TARGETS[name] else "NOT met"))
     print(f"\n{machine()}")
     write_json(args.out, {"machine": machine(), "per_digit": args.per_digit, "split": args.split,
                           "overrides": repr(overrides), "over_seeds": summary,

@@ -2,7 +2,7 @@
 
     mnist-estimators demo [--data-home DIR] [--output-dir models]
     mnist-estimators train --model mlp --param hidden_sizes=(512,256) --param max_epochs=5 -o mlp.pkl
-    mnist-estimators evaluate mlp.pkl [--csv test.csv | --data-home DIR | --images drawings/ [--turn 20]]
+    mnist-estimators evaluate mlp.pkl [--csv test.csv | --data-home DIR | --images drawings/ [--turn 0]]
     mnist-estimators predict mlp.pkl digit1.png digits/ | mnist-estimators predict mlp.pkl --csv x.csv
     mnist-estimators tune --pipeline cnn --trials 50 --timeout 600 --storage sqlite:///study.db --study-name cnn
     mnist-estimators search --pipeline mlp --grid '{"clf__lr": [0.001, 0.01]}'
@@ -159,6 +159,9 @@ def cmd_predict(args):
         raise CLIError("predict needs image files, folders of images, or --csv FILE")
     hooks.defer_plugins()  # nothing fits here: tracking is not imported with the model
     model = load_model(args.model)
+    if args.turn and not hasattr(model, "predict_proba"):  # said before the images are read
+        raise CLIError(f"--turn {args.turn:g} keeps a digit's most confident reading, but "
+                       f"{type(model).__name__} has no predict_proba; use --turn 0")
     rows, names, paths, failed = [], [], [], 0  # paths: the image file of each row, or None
 
     def report(exc):
@@ -191,12 +194,13 @@ def cmd_predict(args):
         X = np.stack(rows)
         if hasattr(model, "predict_proba"):
             proba = np.array(model.predict_proba(X))
-            if args.turn:  # image files only: a CSV row is a frame already
-                from . import reading
+            from . import reading
 
-                files = [i for i, p in enumerate(paths) if p is not None]
+            turn = reading.default_turn(model, args.turn)
+            files = [i for i, p in enumerate(paths) if p is not None]
+            if turn and files:  # image files only: a CSV row is a frame already
                 proba[files] = reading.predict_proba(
-                    model, [paths[i] for i in files], turn=args.turn, frames=X[files])
+                    model, [paths[i] for i in files], turn=turn, frames=X[files])
             labels, probs = np.asarray(model.classes_)[proba.argmax(axis=1)], proba.max(axis=1)
         else:
             labels, probs = model.predict(X), [None] * len(X)
@@ -585,7 +589,7 @@ def build_parser():
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                    help="with --images: stop at a blank, unreadable or unlabelled file (raise, "
                    "the default), or leave it out with a warning (skip)")
-    turn_argument(p)  # with --images: read as `predict --turn` reads
+    turn_argument(p)  # with --images: read as `predict` reads
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tune", help="Optuna study over a ready pipeline "

@@ -160,21 +160,22 @@ class ModelError(RuntimeError):
     """A model failed to load or to predict; the message names it."""
 
 
-def predict(catalogue, frame, names, image=None, turn=0.0):
+def predict(catalogue, frame, names, image=None, turn=None):
     """Digit and the ten probabilities of each model in ``names`` for one (784,) frame, read
-    from ``image``; with ``turn``, a model unsure of it also reads it turned
-    (``mnist_estimators.reading``)."""
+    from ``image``; a model unsure of it also reads it turned by up to ``turn`` degrees
+    (``mnist_estimators.reading``; None: ``reading.TURN``, 0: upright only)."""
     import numpy as np
 
     from . import reading
 
-    out = []
+    out, turned = [], {}  # the drawing's turned frames, framed once for all the models
     for name in names:
         try:
             model = catalogue.get(name)
-            if turn:
-                proba = reading.predict_proba(model, [image], turn=turn, frames=frame[None],
-                                              name="the drawing")[0]
+            degrees = reading.default_turn(model, turn)
+            if degrees and image is not None:
+                proba = reading.predict_proba(model, [image], turn=degrees, frames=frame[None],
+                                              turned_frames=turned, name="the drawing")[0]
             else:
                 proba = model.predict_proba(frame[None])[0]
         except Exception as exc:
@@ -208,10 +209,10 @@ def save_drawing(folder, digit, png):
 # --------------------------------------------------------------------------- the app
 
 
-def create_app(catalogue, labelled_dir, write_token=None, turn=0.0):
+def create_app(catalogue, labelled_dir, write_token=None, turn=None):
     """The FastAPI app: the page at ``/``, the JSON API under ``/api``. With ``write_token``,
     ``/api/label`` answers 401 without an ``X-Draw-Token`` header and 403 with a wrong one.
-    ``turn``: as ``predict --turn`` (``mnist_estimators.reading``)."""
+    ``turn``: as ``predict --turn`` (``mnist_estimators.reading``; None: its default)."""
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi import Path as PathParam
     from fastapi.responses import HTMLResponse
@@ -398,10 +399,11 @@ def turn_argument(parser):
             raise argparse.ArgumentTypeError(f"expected degrees from 0 to 90, got {text!r}")
         return value
 
-    parser.add_argument("--turn", type=degrees, default=0.0, metavar="DEGREES",
-                        help="also read a digit the model is unsure of (below 0.9) turned by up "
-                        "to DEGREES (0-90, steps of 10), keeping the most confident reading; "
-                        "default 0: upright only")
+    parser.add_argument("--turn", type=degrees, default=None, metavar="DEGREES",
+                        help="also read an image the model is unsure of (below 0.9) turned by "
+                        "up to DEGREES (0-90, steps of 10), keeping the most confident reading; "
+                        "default 20 (upright only for a model without predict_proba); 0: "
+                        "upright only")
 
 
 def _is_loopback(host):

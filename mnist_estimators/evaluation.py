@@ -5,9 +5,9 @@ mistakes, and an MLflow evaluation run.
     print(result.report())
 
 ``mnist-estimators evaluate MODEL --images DIR`` prints ``result.report()``. The folder is read
-by ``load_images`` (subfolders ``0/`` ... ``9/``, or the digit in each file name); with
-``turn=20`` (``--turn 20``) an image the model is unsure of is also read turned, as
-``predict --turn`` reads it (``mnist_estimators.reading``).
+by ``load_images`` (subfolders ``0/`` ... ``9/``, or the digit in each file name), and read
+as ``predict`` reads images: one the model is unsure of is also read turned by up to 20
+degrees (``mnist_estimators.reading``; ``turn=0``, ``--turn 0``: upright only).
 
 The MLflow run (when tracking is on) holds the params (model, folder, n, turn), the metrics
 (``accuracy``, ``ece`` for a model with ``predict_proba``, ``digit_accuracy/0`` ... ``/9``, and
@@ -88,7 +88,7 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def evaluate_images(model, folder, *, top=10, log=True, on_error="raise", turn=0.0):
+def evaluate_images(model, folder, *, top=10, log=True, on_error="raise", turn=None):
     """Evaluate ``model`` on the labelled images of ``folder``.
 
     Parameters
@@ -105,11 +105,12 @@ def evaluate_images(model, folder, *, top=10, log=True, on_error="raise", turn=0
         store that fails costs a warning, never the result.
     on_error : {"raise", "skip"}, default="raise"
         Passed to ``load_images``: what to do with an unreadable, blank or unlabelled file.
-    turn : float, default=0.0
+    turn : float, default=None
         Degrees (0 to 90): an image whose upright reading is below 0.9 confidence is also read
         turned by up to ``turn`` degrees, and the most confident reading is kept
-        (``reading.predict_proba``, as ``predict --turn``); 0 reads upright only. Needs a model
-        with ``predict_proba``.
+        (``reading.predict_proba``, as ``predict`` reads); 0 reads upright only, and a turn
+        needs a model with ``predict_proba``. None: ``reading.TURN`` (20) for a model with
+        ``predict_proba``, upright for one without.
 
     Returns
     -------
@@ -129,13 +130,12 @@ def evaluate_images(model, folder, *, top=10, log=True, on_error="raise", turn=0
 
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
         raise ValueError(f"The 'top' parameter must be an int >= 0. Got {top!r} instead.")
-    reading.turns(turn)  # a bad turn is named before the model and the images are read
+    if turn is not None:
+        reading.turns(turn)  # a bad turn is named before the model and the images are read
     name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     if isinstance(model, (str, Path)):
         model = load_model(model)
-    if turn and not hasattr(model, "predict_proba"):  # said before the images are read
-        raise ValueError(f"turn={turn:g} keeps a digit's most confident reading, but "
-                         f"{type(model).__name__} has no predict_proba; use turn=0.")
+    turn = reading.default_turn(model, turn)  # said before the images are read
     X, y, files = load_images(folder, on_error=on_error, return_files=True)
 
     if turn:

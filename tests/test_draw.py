@@ -128,23 +128,30 @@ def test_a_hairline_drawing_reaches_the_models_at_mnists_stroke_width(server):
     assert frame.sum() > 1.5 * raw.sum()
 
 
-def test_a_page_started_with_turn_reads_unsure_drawings_turned(server, models, tmp_path):
+@pytest.mark.parametrize("turn", [None, "30"])
+def test_a_page_started_with_turn_reads_unsure_drawings_turned(server, models, tmp_path, turn):
     from mnist_estimators import reading
     from mnist_estimators.persistence import load_model
 
     turned = Image.open(io.BytesIO(drawing())).rotate(25, fillcolor="white")
     body = io.BytesIO()
     turned.save(body, "PNG")
-    status, upright = call(server[0], "/api/predict", body.getvalue())  # started without --turn
-    assert status == 200, upright
-    with contextlib.closing(serve(models, tmp_path, "--turn", "30")) as started:
+    status, default = call(server[0], "/api/predict", body.getvalue())  # started without --turn
+    assert status == 200, default
+    with contextlib.closing(serve(models, tmp_path, "--turn", "0")) as started:
         url, _ = next(started)
-        status, answer = call(url, "/api/predict", body.getvalue())
-    assert status == 200, answer
+        status, upright = call(url, "/api/predict", body.getvalue())
+    assert status == 200, upright
+    answer = default
+    if turn:
+        with contextlib.closing(serve(models, tmp_path, "--turn", turn)) as started:
+            url, _ = next(started)
+            status, answer = call(url, "/api/predict", body.getvalue())
+        assert status == 200, answer
     for path, p, q in zip(models, answer["predictions"], upright["predictions"]):
         model = load_model(path)
         np.testing.assert_allclose(p["probabilities"], reading.predict_proba(
-            model, [turned], turn=30)[0], atol=1e-5)
+            model, [turned], turn=float(turn or reading.TURN))[0], atol=1e-5)
         np.testing.assert_allclose(q["probabilities"], model.predict_proba(
             preprocess_image(turned)[None])[0], atol=1e-5)
         # the tiny models are unsure of it, and read it more confidently turned

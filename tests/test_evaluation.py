@@ -48,22 +48,26 @@ def _runs(client):
 def test_result_matches_the_model_on_the_images(drawn, model_file, tmp_path, monkeypatch):
     from mnist_estimators.persistence import load_model
 
+    from mnist_estimators import reading
+
     monkeypatch.chdir(tmp_path)
     result = evaluate_images(model_file, drawn, top=3)
     model = load_model(model_file)
     X, y, files = load_images(drawn, return_files=True)
     n = 10 * PER_DIGIT
     assert result.n == n and result.files == files and result.run_id is None
-    assert result.accuracy == pytest.approx(model.score(X, y))
+    # read as predict reads image files: unsure digits also turned (reading.TURN)
+    proba = reading.predict_proba(model, files, frames=X)
+    assert result.turn == reading.TURN
+    assert result.accuracy == pytest.approx(np.mean(model.classes_[proba.argmax(1)] == y))
     assert result.ece == pytest.approx(expected_calibration_error(
-        y, model.predict_proba(X), classes=model.classes_))
+        y, proba, classes=model.classes_))
     assert result.confusion.shape == (10, 10) and result.confusion.sum() == n
     np.testing.assert_array_equal(result.confusion.sum(axis=1), [PER_DIGIT] * 10)
     np.testing.assert_array_equal(np.diag(result.confusion) / PER_DIGIT,
                                   [result.per_digit[d] for d in range(10)])
     # every misclassified image, most confident first, with its own file and labels
-    proba = model.predict_proba(X)
-    wrong = np.flatnonzero(model.predict(X) != y)
+    wrong = np.flatnonzero(model.classes_[proba.argmax(1)] != y)
     assert len(result.mistakes) == len(wrong) > 0
     probs = [m["probability"] for m in result.mistakes]
     assert probs == sorted(probs, reverse=True)
@@ -77,7 +81,8 @@ def test_result_matches_the_model_on_the_images(drawn, model_file, tmp_path, mon
 def test_report_lines(drawn, model_file):
     result = evaluate_images(model_file, drawn, top=3)
     lines = result.report().splitlines()
-    assert lines[0] == f"accuracy {result.accuracy:.4f} on 40 images (labelled images in {drawn})"
+    assert lines[0] == (f"accuracy {result.accuracy:.4f} on 40 images (labelled images in {drawn}; "
+                        "unsure ones also read turned up to 20 degrees)")
     assert lines[1].startswith(f"ECE {result.ece:.4f} (top-label calibration error, 15 ")
     header = lines.index("confusion (rows: true digit, columns: predicted digit)")
     assert lines[header + 1].split() == ["true", *map(str, range(10)), "images", "accuracy"]

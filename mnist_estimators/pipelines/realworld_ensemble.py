@@ -11,7 +11,7 @@ their pipelines' DEFAULTS (imported, so they stay the same networks). With
 Chosen on the hard stroke level's validation split, never its test split: on 3,000 validation
 digits (``strokes.make_set(DIR, 300, level="hard", split="validation")``), with members fitted
 on MNIST's first 50,000 training digits, five pairs of seeds read 96.95% upright and 97.83%
-turned (``predict --turn 20``), against 96.35% and 97.06% for ``cnn_realworld`` alone (three
+turned (as ``predict`` reads images), against 96.35% and 97.06% for ``cnn_realworld`` alone (three
 seeds) and 96.57% and 97.27% for three ``cnn_realworld`` voting. On the same three seeds, the
 pair read 97.02% and 97.93%; with a ``deskewed`` member without gaps, 96.96% and 97.68%; with
 three members (both ``deskewed`` kinds), 96.92% and 97.95%, for more fit. The pair costs ~1.2x
