@@ -35,6 +35,7 @@ _EXPORTS = {
     "read_idx": "data",
     "read_idx_folder": "data",
     "preprocess_image": "data",
+    "preprocess_turns": "data",
     "ink_crop": "data",
     "read_images": "data",
     "read_mnist_csv": "data",

@@ -69,7 +69,11 @@ def _build(name, params, verbose):
                        + ", ".join(sorted(k for k in valid if k != "module")))
     try:
         est.set_params(**dict(params))
-    except ValueError as exc:
+        # what fit checks first, checked before any data is read (fit warns again, once)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est._validate_hyperparams()
+    except (ValueError, TypeError) as exc:
         raise CLIError(f"--param for {name}: {exc}") from None
     return est
 

@@ -36,7 +36,7 @@ import numbers
 
 import numpy as np
 
-from .data import preprocess_image
+from .data import preprocess_image, preprocess_turns
 
 TURN = 20.0  # the default for image files: predict, evaluate --images, the draw page
 TURN_STEP = 10.0
@@ -104,9 +104,11 @@ def predict_proba(model, images, *, turn=TURN, confidence=CONFIDENCE, frames=Non
     unsure = np.flatnonzero(proba.max(axis=1) < confidence)
     if angles and unsure.size:
         kept = {} if turned_frames is None else turned_frames
-        for key in [(i, a) for i in unsure.tolist() for a in angles]:
-            if key not in kept:
-                kept[key] = preprocess_image(images[key[0]], rotation=key[1], **options)
+        for i in unsure.tolist():
+            missing = [a for a in angles if (i, a) not in kept]
+            if missing:  # one read and crop of the image for all of its turns
+                kept.update(zip([(i, a) for a in missing],
+                                preprocess_turns(images[i], missing, **options)))
         turned = np.stack([kept[i, a] for i in unsure.tolist() for a in angles])
         turned = np.asarray(model.predict_proba(turned)).reshape(len(unsure), len(angles), -1)
         best = turned[np.arange(len(unsure)), turned.max(axis=2).argmax(axis=1)]

@@ -157,6 +157,13 @@ def test_predict_names_a_bad_input_and_still_predicts_the_others(tmp_path, capsy
 @pytest.mark.parametrize("argv, message", [
     (["train", "--model", "mlp", "-o", "x.pkl", "--param", "colour=red"], "'colour' is not a parameter of MLPClassifier"),
     (["train", "--model", "mlp", "-o", "x.pkl", "--param", "lr=-1"], "'lr' parameter of MLPClassifier must be"),
+    # a bad value is named before the data are read: the folder holds none
+    (["train", "--model", "cnn", "-o", "x.pkl", "--param", "deskew=maybe", "--data-home", "{empty}"],
+     "--param for cnn: The 'deskew' parameter of CNNClassifier must be True or False. Got 'maybe'"),
+    (["train", "--model", "mlp", "-o", "x.pkl", "--param", "early_stopping=True", "--param",
+      "validation_fraction=0", "--data-home", "{empty}"], "monitors the validation loss"),
+    (["train", "--model", "mlp", "-o", "x.pkl", "--param", "augment_rotation=-5", "--data-home",
+      "{empty}"], "augment_rotation"),
     (["evaluate", "missing.pkl"], "Model file missing.pkl does not exist"),
     (["predict", "{model}", "nothing_here.png"], "nothing_here.png does not exist"),
     (["predict", "{model}"], "predict needs image files"),

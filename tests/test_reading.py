@@ -54,6 +54,22 @@ def test_a_bad_rotation_is_named(rotation):
         preprocess_image(bar(0), rotation=rotation)
 
 
+def test_preprocess_turns_frames_each_turn_as_preprocess_image_does():
+    from mnist_estimators import preprocess_turns
+
+    img = turned_image(X_TEST[3], 15)
+    rotations = [0, -20, -10, 10, 20, 7.5]
+    frames = preprocess_turns(img, rotations)
+    assert frames.shape == (6, 784) and frames.dtype == np.uint8
+    for frame, rotation in zip(frames, rotations):
+        assert np.array_equal(frame, preprocess_image(img, rotation=rotation))
+    plain = preprocess_turns(img, [0, 20], normalize_width=False, normalize_slant=False)
+    assert np.array_equal(plain[1], preprocess_image(img, rotation=20, normalize_width=False,
+                                                     normalize_slant=False))
+    with pytest.raises(ValueError, match="rotation must be a finite number of degrees"):
+        preprocess_turns(img, [10, float("nan")])
+
+
 def test_turns_step_by_ten_degrees_each_way():
     assert reading.turns(20) == [-20, -10, 10, 20]
     assert reading.turns(25) == [-20, -10, 10, 20]
@@ -117,8 +133,8 @@ def test_turned_frames_are_framed_once_for_several_models(mlp, monkeypatch):
     assert np.array_equal(first, reading.predict_proba(mlp, images, confidence=1.0))
     # a second model's reading takes the kept frames: nothing is framed again
     calls = []
-    monkeypatch.setattr(reading, "preprocess_image",
-                        lambda *a, **k: calls.append(k) or preprocess_image(*a, **k))
+    for name in ("preprocess_image", "preprocess_turns"):
+        monkeypatch.setattr(reading, name, lambda *a, **k: calls.append(a))
     other = MLPClassifier(max_epochs=2, random_state=1, tracking=False).fit(X_TRAIN, Y_TRAIN)
     got = reading.predict_proba(other, images, confidence=1.0, frames=frames, turned_frames=kept)
     assert calls == []
