@@ -12,11 +12,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 
 def _figure(*size, **margins):
+    # imported here: the figures of every tracked fit are Pillow's, and matplotlib's Agg
+    # canvas and Figure cost a fresh process ~0.17 s to import (benchmarks/bench_coldstart.py)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=size)
     FigureCanvasAgg(fig)
     fig.subplots_adjust(**{"left": 0.1, "right": 0.97, "bottom": 0.14, "top": 0.88, **margins})

@@ -144,7 +144,10 @@ _FIRST_FIT = """
         "steps": [m.step for m in client.get_metric_history(run.info.run_id, "epoch/train_loss")],
         "model": run.data.tags.get("model_uri", ""), "params": run.data.params.get("max_epochs"),
         "datasets": len(run.inputs.dataset_inputs), "name": run.data.tags["mlflow.runName"],
-        "user": "mlflow.user" in run.data.tags}))
+        "user": "mlflow.user" in run.data.tags,
+        "figures": sorted(a.path for a in client.list_artifacts(run.info.run_id, "figures")),
+        "agg": [m for m in ("matplotlib.figure", "matplotlib.backends.backend_agg")
+                if m in sys.modules]}))
 """
 
 
@@ -163,6 +166,9 @@ def test_the_first_tracked_fit_of_a_fresh_process_is_whole_when_fit_returns(tmp_
     assert got["steps"] == [1, 2, 3] and got["model"].startswith("models:/")
     assert got["params"] == "3" and got["datasets"] == 1 and got["user"]
     assert got["name"].startswith("mlp 256-128")
+    # the default figures are drawn with Pillow: matplotlib's canvas is never imported for them
+    assert got["figures"] == ["figures/confusion_matrix.png", "figures/misclassified.png",
+                              "figures/reliability_diagram.png"] and got["agg"] == []
 
 
 def test_predict_leaves_tracking_and_mlflow_unimported(tmp_path):
