@@ -683,7 +683,7 @@ def build_parser():
                        "in any mix, PNG/JPEG...) or the rows of a CSV")
     p.add_argument("model")
     p.add_argument("inputs", nargs="*", help="image files and folders of images (a folder: "
-                   "the image files in it, sorted)")
+                   "the image files in it and its subfolders, sorted by path)")
     p.add_argument("--csv", help="CSV of images (label column first; it is ignored)")
     p.add_argument("--format", choices=["text", "csv", "json"], default="text",
                    help="text: 'file  digit  probability' lines (default); csv: a header and a "

@@ -264,20 +264,22 @@ class EmptyImageError(MNISTFormatError):
 def image_files(paths):
     """The image files named by ``paths``: a file or folder, or a list mixing files and folders.
 
-    A folder stands for the image files in it (suffixes ``IMAGE_SUFFIXES``, sorted by name, not
-    recursive). Raises ``FileNotFoundError`` naming a path that does not exist or a folder that
-    holds no image.
+    A folder stands for the image files in it and in its subfolders, at any depth (suffixes
+    ``IMAGE_SUFFIXES``; hidden files and folders, named ``.*``, skipped), sorted by their path
+    inside it: a labelled layout such as ``digits/0/*.png`` ... ``digits/9/*.png`` is read
+    folder by folder. Raises ``FileNotFoundError`` naming a path that does not exist or a
+    folder that holds no image.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                           and p.is_file())
+            found = sorted((p for p in _walk_files(path) if p.suffix.lower() in IMAGE_SUFFIXES),
+                           key=lambda p: p.relative_to(path).parts)
             if not found:
-                raise FileNotFoundError(
-                    f"Image folder {path} holds no {'/'.join(IMAGE_SUFFIXES)} files.")
+                raise FileNotFoundError(f"Image folder {path} holds no "
+                                        f"{'/'.join(IMAGE_SUFFIXES)} files, at any depth.")
             files += found
         elif path.is_file():
             files.append(path)
@@ -286,11 +288,18 @@ def image_files(paths):
     return files
 
 
+def _walk_files(folder):
+    """The files under ``folder``, at any depth, leaving out hidden files and folders."""
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        yield from (Path(root) / n for n in names if not n.startswith("."))
+
+
 def read_images(paths):
     """Read digit images (PNG, JPEG...) into MNIST form: ``X`` (n, 784) uint8 and the file names.
 
-    ``paths`` is a folder (every image file in it, sorted), a file, or a list mixing files and
-    folders. Each image goes through ``preprocess_image``; errors name the file
+    ``paths`` is a folder (every image file in it and its subfolders, sorted), a file, or a list
+    mixing files and folders. Each image goes through ``preprocess_image``; errors name the file
     (``FileNotFoundError``, ``MNISTFormatError``, ``EmptyImageError`` for an image without ink).
     """
     files = image_files(paths)

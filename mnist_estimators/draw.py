@@ -422,6 +422,24 @@ def _is_loopback(host):
             return False
 
 
+def listen(host, port):
+    """A listening TCP socket on ``host:port`` (port 0: any free one) for uvicorn to serve on.
+
+    IPPROTO_TCP is named, not left 0: asyncio sets TCP_NODELAY on accepted connections only when
+    their socket says so, and without it every answer waits ~40 ms (Nagle's algorithm meets the
+    client's delayed ACK). An address that cannot be bound is an ``OSError`` naming it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                         socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
 def cmd_draw(args):
     """Load the models, bind the port (errors before anything is served), then serve."""
     import torch
@@ -439,17 +457,7 @@ def cmd_draw(args):
                          "models:/NAME@ALIAS, or register one in the MLflow store")
     token = secrets.token_urlsafe(16) if remote else None
     app = create_app(catalogue, args.labelled_dir, write_token=token, turn=args.turn)
-    # IPPROTO_TCP named, not left 0: asyncio sets TCP_NODELAY only on sockets that say so, and
-    # without it every answer waits ~40 ms (Nagle's algorithm meets the client's delayed ACK)
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET,
-                         socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-        sock.listen(128)  # connections wait from now on, so the URL printed next already answers
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    sock = listen(args.host, args.port)  # connections wait from now on: the URL printed answers
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"draw page: http://{host}:{port}/  (models: {', '.join(catalogue.defaults)}; "

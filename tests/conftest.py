@@ -162,3 +162,72 @@ def assert_exactly_n_trials(trials, n):
     others = [t for t in trials if t.state.name != "COMPLETE"]
     assert all(t.state.name == "FAIL" and t.user_attrs.get("surplus") and not t.params
                for t in others), [(t.number, t.state.name, t.user_attrs) for t in others]
+
+
+class CountingProxy:
+    """A real HTTP reverse proxy on 127.0.0.1 in front of ``upstream`` (``host:port``) that
+    counts what it could not deliver: a request whose upstream refused or broke the connection
+    is answered 502 (Bad Gateway, a status MLflow's client retries by default) and counted in
+    ``failed``. It shows how many times a client tried a dead server, with no clock involved.
+
+    ``with CountingProxy("127.0.0.1:9") as proxy: proxy.url``"""
+
+    def __init__(self, upstream):
+        import http.client
+        import http.server
+        import threading
+
+        self.failed = 0
+        self.delivered = 0
+        self.failed_requests = []  # "METHOD /path" of each
+        proxy = self
+
+        class Forward(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "connection", "content-length")}
+                host, port = upstream.rsplit(":", 1)
+                try:
+                    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+                    conn.request(self.command, self.path, body=body or None, headers=headers)
+                    resp = conn.getresponse()
+                    status, payload, answer = resp.status, resp.read(), resp.getheaders()
+                    conn.close()
+                except OSError as exc:
+                    with lock:
+                        proxy.failed += 1
+                        proxy.failed_requests.append(f"{self.command} {self.path}")
+                    status, payload = 502, f"upstream {upstream}: {exc}".encode()
+                    answer = [("Content-Type", "text/plain")]
+                else:
+                    with lock:
+                        proxy.delivered += 1
+                self.send_response(status)
+                for k, v in answer:
+                    if k.lower() not in ("connection", "content-length", "transfer-encoding"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        lock = threading.Lock()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()

@@ -326,6 +326,21 @@ def test_evaluate_images_prints_accuracy_confusion_and_worst_mistakes(tmp_path, 
     assert not (tmp_path / "mlruns").exists()  # tracking off: no store, no run
 
 
+def test_predict_reads_a_labelled_folder_as_evaluate_images_does(tmp_path, capsys, monkeypatch):
+    """``predict FOLDER`` walks subfolders (``drawings/7/*.png``), so on a labelled folder its
+    answers score what ``evaluate --images`` reports; hidden folders are left out."""
+    monkeypatch.chdir(tmp_path)
+    folder, out, _ = _evaluate_images(tmp_path, capsys)
+    acc, _ = _check_images_report(out, folder)
+    (folder / ".thumbnails").mkdir()
+    Image.new("L", (28, 28), 255).save(folder / ".thumbnails" / "x.png")  # blank: would fail
+    assert main(["predict", str(tmp_path / "mlp.pkl"), str(folder), "--format", "csv"]) == 0
+    rows = [line.split(",") for line in capsys.readouterr().out.splitlines()[1:]]
+    files = [Path(r[0]) for r in rows]
+    assert len(files) == 30 and files == sorted(files, key=lambda f: f.relative_to(folder).parts)
+    assert sum(f.parent.name == r[1] for f, r in zip(files, rows)) / 30 == pytest.approx(acc, abs=1e-4)
+
+
 @pytest.mark.tracking
 def test_evaluate_images_logs_an_evaluation_run(tmp_path, capsys, monkeypatch):
     import mlflow

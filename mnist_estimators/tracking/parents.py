@@ -68,11 +68,14 @@ def capture_context():
     parent = current_parent()
     if parent is not None:
         return parent
+    uri = artifact_root = None
     try:
         uri, artifact_root = store.resolve_uri()
         store.open_store(uri, artifact_root)
-    except Exception:  # noqa: BLE001 - the fit itself will report an unusable store, once
-        return RunContext(enabled=True)
+    except Exception as exc:  # noqa: BLE001 - the fit reports an unusable store, once
+        return RunContext(enabled=True, tracking_uri=uri, artifact_root=artifact_root,
+                          store_error=str(exc) if isinstance(exc, store.TrackingError)
+                          else f"{type(exc).__name__}: {exc}")
     return RunContext(enabled=True, tracking_uri=uri, artifact_root=artifact_root)
 
 

@@ -102,6 +102,8 @@ class FitRun:
             uri, root = store.resolve_uri()
         self.record.update(tracking_uri=uri, artifact_root=root, parent_run_id=ctx.parent_run_id)
         outbox.remember(self.options["fallback_dir"])  # its waiting runs are not reaped
+        if ctx.store_error is not None:  # found when the context was captured, moments ago
+            raise TrackingError(ctx.store_error)
         self.client = store.open_store(uri, root)
         if _unended:
             end_pending()
