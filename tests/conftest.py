@@ -1,7 +1,9 @@
 """Shared fixtures: tiny real MNIST data, IDX writers, the full set when present."""
 
+import contextlib
 import gzip
 import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -231,3 +233,20 @@ class CountingProxy:
     def __exit__(self, *exc):
         self._server.shutdown()
         self._server.server_close()
+
+
+@contextlib.contextmanager
+def refused_port():
+    """A port on 127.0.0.1 where nothing listens, for as long as the block runs: bound and never
+    listened on, so a connection is refused and no other process can take the port meanwhile
+    (a port found free and released can be taken by the next socket that asks for one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def dead_port():
+    """``refused_port`` for the whole test."""
+    with refused_port() as port:
+        yield port

@@ -381,15 +381,15 @@ def test_optuna_dashboard_reads_the_study(tmp_path):
     import sys
     import urllib.request
 
-    from test_tracking_server import free_port, start, stop
+    from test_tracking_server import start_on_a_free_port, stop
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     tune(SoftmaxRegressionClassifier(**FAST, tracking=False), SPACE, X_TRAIN, Y_TRAIN, n_trials=2,
          storage=url, study_name="dash", refit=False, pruner=None)
-    port = free_port()
     exe = os.path.join(os.path.dirname(sys.executable), "optuna-dashboard")
-    proc = start([exe, url, "--host", "127.0.0.1", "--port", str(port)],
-                 f"http://127.0.0.1:{port}/api/studies")
+    proc, port = start_on_a_free_port(lambda port: (
+        [exe, url, "--host", "127.0.0.1", "--port", str(port)],
+        f"http://127.0.0.1:{port}/api/studies"))
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as resp:
             studies = json.loads(resp.read())["study_summaries"]

@@ -390,19 +390,13 @@ def test_bad_tracking_options_are_named(store):
         MLPClassifier(tracking_options={"figures": "some"}).fit(X_TRAIN, Y_TRAIN)
 
 
-def _closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_a_tracking_uri_where_nothing_listens_is_tried_once_and_keeps_the_model(tmp_path):
+def test_a_tracking_uri_where_nothing_listens_is_tried_once_and_keeps_the_model(tmp_path, dead_port):
     # MLflow's own defaults (7 retries with backoff, minutes) are left as a user has them.
     import warnings
 
     from conftest import CountingProxy
 
-    mlflow.set_tracking_uri(f"http://127.0.0.1:{_closed_port()}")
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{dead_port}")
     fallback = tmp_path / "kept"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -420,7 +414,7 @@ def test_a_tracking_uri_where_nothing_listens_is_tried_once_and_keeps_the_model(
         MLPClassifier(**FAST, tracking_options={"on_error": "raise"}).fit(X_TRAIN, Y_TRAIN)
     # Tried once, whatever the fit logs: seen through a proxy that counts what it could not
     # deliver to the dead port (answered 502, which MLflow's client retries by default).
-    with CountingProxy(f"127.0.0.1:{_closed_port()}") as proxy:
+    with CountingProxy(f"127.0.0.1:{dead_port}") as proxy:
         mlflow.set_tracking_uri(proxy.url)
         with pytest.warns(tracking.TrackingWarning, match=r"not reachable \(Bad Gateway\)"):
             MLPClassifier(**FAST, tracking_options={"fallback_dir": str(fallback)}).fit(X_TRAIN, Y_TRAIN)
@@ -628,11 +622,12 @@ def test_a_disk_that_fills_mid_fit_keeps_the_model_in_memory_and_says_so(small_d
                                   est.predict(X_TEST))
 
 
-def test_runs_upload_logs_models_kept_while_the_store_was_down(tmp_path, monkeypatch, capsys):
+def test_runs_upload_logs_models_kept_while_the_store_was_down(tmp_path, monkeypatch, capsys,
+                                                                  dead_port):
     from mnist_estimators.cli import main
 
     monkeypatch.chdir(tmp_path)
-    mlflow.set_tracking_uri(f"http://127.0.0.1:{_closed_port()}")
+    mlflow.set_tracking_uri(f"http://127.0.0.1:{dead_port}")
     with pytest.warns(tracking.TrackingWarning, match="runs upload"):
         est = MLPClassifier(**FAST).fit(X_TRAIN, Y_TRAIN)
     assert len(tracking.pending("models/unlogged")) == 1

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -134,12 +133,6 @@ def all_runs(client):
 def unlogged(folder):
     path = Path(folder) / "models" / "unlogged"
     return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
-
-
-def closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- 1. fresh store + loky
@@ -551,8 +544,9 @@ print(json.dumps({"scores": res["test_score"].tolist(), "pid": os.getpid()}))
 
 
 @pytest.mark.timeout(240)
-def test_a_tracking_failure_in_worker_processes_reaches_the_console_and_keeps_the_models(tmp_path):
-    uri = f"http://127.0.0.1:{closed_port()}"
+def test_a_tracking_failure_in_worker_processes_reaches_the_console_and_keeps_the_models(tmp_path,
+                                                                                       dead_port):
+    uri = f"http://127.0.0.1:{dead_port}"
     proc = run([PY, str(script(tmp_path, WORKERS_FAIL, n=200))], tmp_path, timeout=200,
                env=child_env(MLFLOW_TRACKING_URI=uri))
     assert proc.returncode == 0, proc.stderr

@@ -63,6 +63,19 @@ def start(cmd, url, env=None, cwd=None):
     return proc
 
 
+def start_on_a_free_port(build, env=None, cwd=None, tries=3):
+    """``(start(*build(port)), port)`` on a port found free. A port is free when found, not
+    when the server binds it (the next socket that asks for any port may get it), so a server
+    that exits with "address already in use" is started again on another port."""
+    for attempt in range(tries):
+        port = free_port()
+        try:
+            return start(*build(port), env=env, cwd=cwd), port
+        except RuntimeError as exc:
+            if "already in use" not in str(exc) or attempt == tries - 1:
+                raise
+
+
 def stop(proc):
     proc.terminate()
     try:
@@ -74,11 +87,11 @@ def stop(proc):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    port = free_port()
-    proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                  "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                  "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                 f"http://127.0.0.1:{port}/health")
+    proc, port = start_on_a_free_port(lambda port: (
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+        f"http://127.0.0.1:{port}/health"))
     yield f"http://127.0.0.1:{port}", root
     stop(proc)
 
@@ -128,10 +141,10 @@ def test_served_model_answers_rest_requests(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(uri)
     est = MLPClassifier(**FAST).fit(X_TRAIN, Y_TRAIN)
     tracking.flush()
-    port = free_port()
-    proc = start([sys.executable, "-m", "mlflow", "models", "serve", "-m", est.last_model_uri_,
-                  "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                 f"http://127.0.0.1:{port}/ping", env={"MLFLOW_TRACKING_URI": uri})
+    proc, port = start_on_a_free_port(lambda port: (
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", est.last_model_uri_,
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        f"http://127.0.0.1:{port}/ping"), env={"MLFLOW_TRACKING_URI": uri})
     try:
         body = json.dumps({"inputs": X_TEST[:25].tolist()}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
@@ -287,11 +300,15 @@ class KillServer(Callback):
             stop(_SERVERS[0])
 
 
+def _mlflow_command(tmp_path, port):
+    return ([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+             "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+            f"http://127.0.0.1:{port}/health")
+
+
 def _mlflow_server(tmp_path, port):
-    return start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                  "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                  "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-                 f"http://127.0.0.1:{port}/health")
+    return start(*_mlflow_command(tmp_path, port))
 
 
 def test_server_dying_mid_fit_is_tried_once_keeps_the_model_and_uploads_it_later(tmp_path):
@@ -304,8 +321,7 @@ def test_server_dying_mid_fit_is_tried_once_keeps_the_model_and_uploads_it_later
     # MLflow's own HTTP defaults (7 retries with backoff, minutes) are left as a user has them.
     # The fit reaches the server through a proxy that counts the requests it could not deliver
     # once the server is dead (answered 502, which MLflow's client retries by default).
-    port = free_port()
-    proc = _mlflow_server(tmp_path, port)
+    proc, port = start_on_a_free_port(lambda port: _mlflow_command(tmp_path, port))
     _SERVERS[:] = [proc]
     fallback = tmp_path / "kept"
     params = {**FAST, "max_epochs": 3}
@@ -362,11 +378,11 @@ def postgres_server(tmp_path):
             pass
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES} (.ci/system-deps starts it): {exc}")
-    port = free_port()
-    proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-                  str(port), "--backend-store-uri", POSTGRES,
-                  "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-                 f"http://127.0.0.1:{port}/health")
+    proc, port = start_on_a_free_port(lambda port: (
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", POSTGRES, "--artifacts-destination", str(tmp_path / "artifacts"),
+         "--workers", "1"],
+        f"http://127.0.0.1:{port}/health"))
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
