@@ -174,11 +174,12 @@ class CountingProxy:
 
     ``with CountingProxy("127.0.0.1:9") as proxy: proxy.url``"""
 
-    def __init__(self, upstream):
+    def __init__(self, upstream):  # ``proxy.upstream = "host:port"`` points it elsewhere
         import http.client
         import http.server
         import threading
 
+        self.upstream = upstream
         self.failed = 0
         self.delivered = 0
         self.failed_requests = []  # "METHOD /path" of each
@@ -194,7 +195,8 @@ class CountingProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "connection", "content-length")}
-                host, port = upstream.rsplit(":", 1)
+                target = proxy.upstream
+                host, port = target.rsplit(":", 1)
                 try:
                     conn = http.client.HTTPConnection(host, int(port), timeout=60)
                     conn.request(self.command, self.path, body=body or None, headers=headers)
@@ -205,7 +207,7 @@ class CountingProxy:
                     with lock:
                         proxy.failed += 1
                         proxy.failed_requests.append(f"{self.command} {self.path}")
-                    status, payload = 502, f"upstream {upstream}: {exc}".encode()
+                    status, payload = 502, f"upstream {target}: {exc}".encode()
                     answer = [("Content-Type", "text/plain")]
                 else:
                     with lock:

@@ -116,6 +116,29 @@ def test_fits_log_over_http_to_a_real_server(server, monkeypatch):
     np.testing.assert_array_equal(model.predict(X_TEST), est.predict(X_TEST))
 
 
+def test_a_clone_made_while_the_server_was_down_is_tracked_once_it_is_back(server, dead_port):
+    """A fit that found the server dead at its start reports that without a second try, but a
+    clone's context, captured when it was cloned, is checked again when the clone is fitted."""
+    import warnings
+
+    from sklearn.base import clone
+
+    from conftest import CountingProxy
+
+    with CountingProxy(f"127.0.0.1:{dead_port}") as proxy:
+        mlflow.set_tracking_uri(proxy.url)
+        twin = clone(MLPClassifier(**FAST))
+        assert "not reachable" in twin.tracking_context_.store_error  # the server was down
+        assert proxy.failed == 1
+        proxy.upstream = server[0].removeprefix("http://")  # ... and is back
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", tracking.TrackingWarning)
+            twin.fit(X_TRAIN, Y_TRAIN)
+        run = mlflow.MlflowClient(proxy.url).get_run(twin.last_run_id_)
+        assert run.info.status == "FINISHED" and run.data.params["max_epochs"] == "2"
+        assert proxy.failed == 1 and proxy.delivered > 0
+
+
 def test_registry_name_alias_and_load(server, monkeypatch):
     uri, _ = server
     mlflow.set_tracking_uri(uri)

@@ -93,7 +93,10 @@ class MlflowRunLogger(MlflowLogger):
         self._catch_sigterm()
 
     def _context(self):
-        context = self.context if self.context is not None else capture_context()
+        if self.context is None:  # captured now: a store it found unusable is this fit's error
+            context = capture_context()
+        else:  # captured at the clone, maybe long ago: the store is checked again
+            context = self.context.replace(store_error=None)
         active = current_parent()  # a run opened in this process since the clone wins
         if active is not None and active.parent_run_id != context.parent_run_id:
             return active

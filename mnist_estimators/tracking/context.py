@@ -83,9 +83,10 @@ class RunContext:
     # ``fold`` ("2/3", "of cross_validate"...), ``candidate`` ("1/4"), ``parameters`` (the
     # candidate's values), or ``refit``; None for a fit of its own.
     position: dict | None = None
-    # Why the store could not be opened when this context was captured ("TrackingError: the
-    # MLflow tracking server ... is not reachable ..."): the fit reports it as its own, without
-    # trying the store a second time (a server that does not answer costs its timeout once).
+    # Why the store could not be opened when this context was captured ("the MLflow tracking
+    # server ... is not reachable ..."): a fit that captured it at its start reports it as its
+    # own, without trying the store a second time (a server that does not answer costs its
+    # timeout once). A clone's context, captured earlier, is checked again at its fit.
     store_error: str | None = None
 
     def replace(self, **changes):
