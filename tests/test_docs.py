@@ -13,11 +13,9 @@ import importlib
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,12 +62,6 @@ def test_the_readme_documents_the_build_and_serve_commands():
     assert sphinx[0] == "sphinx-build" and "-W" in sphinx and sphinx[-2:] == ["docs", "docs/_build/html"]
     assert serve[:5] == ["python", "-m", "http.server", "--directory", sphinx[-1]]
     assert serve[5:] == ["8000"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -138,20 +130,14 @@ def test_every_example_ran_and_left_its_output(built_docs):
 def test_the_served_site_renders_in_a_browser(built_docs):
     from playwright.sync_api import expect, sync_playwright
 
+    from test_tracking_server import start_on_a_free_port, stop
+
     _, serve = docs_commands()
-    port = free_port()
-    argv = [sys.executable] + serve[1:-1] + [str(port)]  # the README's command, on a free port
-    server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the README's command, on a free port
+    server, port = start_on_a_free_port(lambda port: (
+        [sys.executable] + serve[1:-1] + [str(port)], f"http://127.0.0.1:{port}/"), cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                urllib.request.urlopen(base, timeout=2).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, "the docs server did not start"
-                time.sleep(0.2)
         ARTIFACTS.mkdir(exist_ok=True)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
@@ -180,5 +166,4 @@ def test_the_served_site_renders_in_a_browser(built_docs):
             finally:
                 browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        stop(server)
