@@ -1,6 +1,6 @@
 """Cost of MLflow tracking: per fit, per grid search, and with many processes on one store.
 
-    python benchmarks/bench_tracking.py [--data-home DIR] [--sections fixed calls grid processes]
+    python benchmarks/bench_tracking.py [--data-home DIR] [--sections fixed calls dead grid processes]
         [--repeats 5] [--grid-repeats 3] [--grid-estimator mlp|cnn] [--processes 1 2 4 8]
         [--fits 4] [--with-models]
 
@@ -18,6 +18,11 @@
    median of ``--grid-repeats``, after an untimed untracked and tracked search (loky workers
    started, MLflow imported, the store open in them). Target: tracked/untracked at most 1.15x.
    Every child run (16 folds + the refit) must end FINISHED.
+1c. dead: a fit whose tracking server is down, ``MLPClassifier(max_epochs=1)`` on 5,000 images
+   with its model kept in a fallback folder, against the same fit untracked, interleaved,
+   median of ``--repeats``: a port where nothing listens (refused), and a server that accepts
+   connections and never answers (hung, or a firewall dropping the answers), whose connections
+   are counted. The extra is the price of the fit's check; the bound is one timeout.
 3. processes: N processes (one torch thread each) released at once, each doing ``--fits`` small
    tracked fits (500 images, 1 epoch, no model or figures unless ``--with-models``) on one fresh
    SQLite store, after one untimed warm-up fit each; the same N untracked. Fits per second, the
@@ -42,7 +47,7 @@ from pathlib import Path
 
 import common  # benchmarks/common.py, next to this script
 
-SECTIONS = ("fixed", "calls", "grid", "processes")
+SECTIONS = ("fixed", "calls", "dead", "grid", "processes")
 median = statistics.median
 
 # The first fit of a fresh process (argv: data home, tracked 0/1): imports, store creation and
@@ -273,6 +278,78 @@ def section_calls(args, X, y):
             "calls_per_fit": {k: counts[k] / n for k in counts}}
 
 
+# --------------------------------------------------------------------------- 1c. a dead server
+
+
+def section_dead(args, X, y):
+    """A fit's cost when its tracking server is down: refused, or hung (accepts, never answers)."""
+    import socket
+    import threading
+    import warnings
+
+    import mlflow
+
+    from mnist_estimators import MLPClassifier
+    from mnist_estimators.tracking import TrackingWarning, store
+
+    X, y = X[:5000], y[:5000]
+    refused = socket.socket()  # bound, never listening: connections are refused
+    refused.bind(("127.0.0.1", 0))
+    hung = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def accept():
+        while True:
+            try:
+                accepted.append(hung.accept()[0])  # kept open, never answered
+            except OSError:  # closed: done
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    servers = {"refused": refused.getsockname()[1], "hung": hung.getsockname()[1]}
+
+    def fit(tracking, fallback):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TrackingWarning)
+            MLPClassifier(max_epochs=1, random_state=0, tracking=tracking,
+                          tracking_options={"fallback_dir": fallback}).fit(X, y)
+        return time.perf_counter() - start
+
+    times = {"untracked": [], **{name: [] for name in servers}}
+    connections = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-tracking-dead-") as fallback:
+            fit(False, fallback)  # warm: torch, MLflow's imports
+            for _ in range(args.repeats):
+                times["untracked"].append(fit(False, fallback))
+                for name, port in servers.items():
+                    mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
+                    before = len(accepted)
+                    times[name].append(fit(True, fallback))
+                    if name == "hung":
+                        connections.append(len(accepted) - before)
+            kept = len(list(Path(fallback).glob("*.pkl")))
+    finally:
+        refused.close()
+        hung.close()
+        for conn in accepted:
+            conn.close()
+        mlflow.set_tracking_uri(None)
+    base = median(times["untracked"])
+    print(f"\n### a fit whose tracking server is down: MLP 1 epoch on 5,000 images, median of "
+          f"{args.repeats}; the check's timeout is {store.REACH_TIMEOUT_S} s\n")
+    print("| server | fit | extra over untracked | connections a fit |\n|---|---|---|---|")
+    print(f"| none (untracked) | {base:.2f} s | | |")
+    for name in servers:
+        extra = median(times[name]) - base
+        conns = f"{median(connections):g}" if name == "hung" else ""
+        print(f"| {name} | {median(times[name]):.2f} s | +{extra:.2f} s | {conns} |")
+    print(f"\nmodels kept in the fallback folder: {kept} of {2 * args.repeats}")
+    return {"seconds": times, "hung_connections": connections, "models_kept": kept,
+            "reach_timeout_s": store.REACH_TIMEOUT_S}
+
+
 # --------------------------------------------------------------------------- 2. grid search
 
 
@@ -446,6 +523,9 @@ def main(argv=None):
     if "calls" in args.sections:
         with in_temp_folder("bench-tracking-calls-"):
             results["calls"] = section_calls(args, X, y)
+    if "dead" in args.sections:
+        with in_temp_folder("bench-tracking-dead-"):
+            results["dead"] = section_dead(args, X, y)
     if "grid" in args.sections:
         results["grid"] = section_grid(args, X, y)
     if "processes" in args.sections:
