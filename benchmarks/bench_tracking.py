@@ -332,6 +332,8 @@ def section_dead(args, X, y):
             kept = len(list(Path(fallback).glob("*.pkl")))
     finally:
         refused.close()
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+            hung.shutdown(socket.SHUT_RDWR)
         hung.close()
         for conn in accepted:
             conn.close()

@@ -289,10 +289,15 @@ def image_files(paths):
 
 
 def _walk_files(folder):
-    """The files under ``folder``, at any depth, leaving out hidden files and folders."""
-    for root, dirs, names in os.walk(folder):
+    """The regular files under ``folder``, at any depth, leaving out hidden files and folders;
+    a folder that cannot be read raises its ``OSError`` (which names it), not skipped."""
+    def fail(exc):
+        raise exc
+
+    for root, dirs, names in os.walk(folder, onerror=fail):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        yield from (Path(root) / n for n in names if not n.startswith("."))
+        yield from (p for p in (Path(root) / n for n in names if not n.startswith("."))
+                    if p.is_file())
 
 
 def read_images(paths):

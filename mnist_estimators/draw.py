@@ -436,7 +436,8 @@ def listen(host, port):
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise OSError(f"cannot listen on {where}: {exc.strerror or exc}") from None
     return sock
 
 

@@ -197,13 +197,12 @@ class CountingProxy:
                            if k.lower() not in ("host", "connection", "content-length")}
                 target = proxy.upstream
                 host, port = target.rsplit(":", 1)
+                conn = http.client.HTTPConnection(host, int(port), timeout=60)
                 try:
-                    conn = http.client.HTTPConnection(host, int(port), timeout=60)
                     conn.request(self.command, self.path, body=body or None, headers=headers)
                     resp = conn.getresponse()
                     status, payload, answer = resp.status, resp.read(), resp.getheaders()
-                    conn.close()
-                except OSError as exc:
+                except (OSError, http.client.HTTPException) as exc:
                     with lock:
                         proxy.failed += 1
                         proxy.failed_requests.append(f"{self.command} {self.path}")
@@ -212,6 +211,8 @@ class CountingProxy:
                 else:
                     with lock:
                         proxy.delivered += 1
+                finally:
+                    conn.close()
                 self.send_response(status)
                 for k, v in answer:
                     if k.lower() not in ("connection", "content-length", "transfer-encoding"):

@@ -328,12 +328,14 @@ def test_evaluate_images_prints_accuracy_confusion_and_worst_mistakes(tmp_path, 
 
 def test_predict_reads_a_labelled_folder_as_evaluate_images_does(tmp_path, capsys, monkeypatch):
     """``predict FOLDER`` walks subfolders (``drawings/7/*.png``), so on a labelled folder its
-    answers score what ``evaluate --images`` reports; hidden folders are left out."""
+    answers score what ``evaluate --images`` reports; hidden folders and what is not a regular
+    file (a broken link) are left out."""
     monkeypatch.chdir(tmp_path)
     folder, out, _ = _evaluate_images(tmp_path, capsys)
     acc, _ = _check_images_report(out, folder)
     (folder / ".thumbnails").mkdir()
     Image.new("L", (28, 28), 255).save(folder / ".thumbnails" / "x.png")  # blank: would fail
+    (folder / "3" / "gone.png").symlink_to(tmp_path / "nowhere.png")  # not a file: left out
     assert main(["predict", str(tmp_path / "mlp.pkl"), str(folder), "--format", "csv"]) == 0
     rows = [line.split(",") for line in capsys.readouterr().out.splitlines()[1:]]
     files = [Path(r[0]) for r in rows]

@@ -1,6 +1,7 @@
 """MLflow tracking against real stores: a sqlite store, the default ./mlruns, and (in
 test_tracking_server.py) a real `mlflow server` on 127.0.0.1."""
 
+import contextlib
 import json
 import os
 import socket
@@ -444,6 +445,8 @@ def test_a_server_that_never_answers_is_waited_for_once(tmp_path):
             est = MLPClassifier(**FAST, tracking_options={"fallback_dir": str(tmp_path)}).fit(
                 X_TRAIN, Y_TRAIN)
     finally:
+        with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+            listener.shutdown(socket.SHUT_RDWR)
         listener.close()
         for conn in accepted:
             conn.close()
