@@ -86,12 +86,22 @@ class CNN(nn.Module):
     the convolutions. This is the speed ordering of the fast CIFAR-10 training scripts
     (hlb-CIFAR10). Max-pooling commutes with the ReLU, but the BatchNorm statistics are taken
     after pooling, so it is a different network, not a faster way to compute the same one.
+
+    ``first_stride=2`` gives the first convolution a stride of 2 and drops the first block's
+    ``MaxPool2``: the first block then runs at half the side (14x14 for MNIST), a quarter of its
+    convolution, BatchNorm and activation work, and its max-pool, which on a CPU costs as much
+    as the convolution it follows. A different network again (a strided stem, as ResNets
+    have); ``benchmarks/bench_speed.py``'s time-to-99% recipe measures what it costs.
     """
 
     def __init__(self, n_features=784, n_classes=10, channels=(32, 64), hidden_sizes=(128,),
                  activation="relu", dropout=0.0, batch_norm=True, kernel_size=3, convs_per_block=1,
-                 channels_last=True, pool_first=False):
+                 channels_last=True, pool_first=False, first_stride=1):
         super().__init__()
+        if first_stride not in (1, 2) or isinstance(first_stride, bool):
+            raise ValueError(
+                f"The 'first_stride' parameter must be 1 or 2. Got {first_stride!r} instead."
+            )
         side = math.isqrt(n_features)
         if side * side != n_features:
             raise ValueError(
@@ -101,19 +111,24 @@ class CNN(nn.Module):
         self.side = side
         blocks, in_ch = [], 1
         (convs_per_block,) = _check_sizes("convs_per_block", (convs_per_block,))
-        for out_ch in _check_sizes("channels", channels):
+        for b, out_ch in enumerate(_check_sizes("channels", channels)):
+            # The first block halves the side by its first conv's stride (first_stride=2) or
+            # by a max-pool; every other block by a max-pool.
+            strided = b == 0 and first_stride == 2
             for i in range(convs_per_block):  # (N, in_ch, s, s) -> (N, out_ch, s, s)
-                blocks.append(nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2,
-                                        bias=not batch_norm))
-                if pool_first and i == convs_per_block - 1:
+                stride = 2 if strided and i == 0 else 1
+                blocks.append(nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride,
+                                        padding=kernel_size // 2, bias=not batch_norm))
+                if pool_first and i == convs_per_block - 1 and not strided:
                     blocks.append(nn.MaxPool2d(2))
                 if batch_norm:
                     blocks.append(nn.BatchNorm2d(out_ch))
                 blocks.append(make_activation(activation))
                 in_ch = out_ch
-            if not pool_first:
+            if not pool_first and not strided:
                 blocks.append(nn.MaxPool2d(2))  # (N, C, s, s) -> (N, C, s//2, s//2)
-            side = side // 2
+            # A stride-2 conv with padding k//2 gives (s + 2(k//2) - k)//2 + 1: s//2 for odd k.
+            side = (side + 2 * (kernel_size // 2) - kernel_size) // 2 + 1 if strided else side // 2
         if side < 1:
             raise ValueError(f"Too many conv blocks ({len(channels)}) for {self.side}x{self.side} images.")
         self.features = nn.Sequential(*blocks)  # (N, 1, 28, 28) -> (N, 64, 7, 7) by default

@@ -3,7 +3,7 @@ import pytest
 import torch
 from skorch.dataset import Dataset
 
-from mnist_estimators import TensorBatchIterator, check_gradients
+from mnist_estimators import CNNClassifier, TensorBatchIterator, check_gradients
 from mnist_estimators.modules import CNN, MLP, SoftmaxRegression
 
 from conftest import X_TRAIN, Y_TRAIN
@@ -95,6 +95,43 @@ def test_cnn_pool_first_pools_before_batchnorm_and_activation():
     # Training, the batch statistics are taken over pooled maps: a different network.
     first.train(), last.train()
     assert not torch.allclose(first(X), last(X), atol=1e-3)
+
+
+def test_cnn_first_stride_halves_the_first_block_by_its_conv_instead_of_a_pool():
+    plain = CNN(channels=(4, 8, 16), hidden_sizes=(16,), pool_first=True)
+    strided = CNN(channels=(4, 8, 16), hidden_sizes=(16,), pool_first=True, first_stride=2)
+    kinds = [type(m).__name__ for m in strided.features]
+    pooled_block = ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU"] + pooled_block * 2
+    strides = [m.stride for m in strided.features if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [(2, 2), (1, 1), (1, 1)]
+    # Same parameter shapes (the stride has no weights), so the same head: 16 x 3 x 3 features.
+    assert [p.shape for p in strided.parameters()] == [p.shape for p in plain.parameters()]
+    X = torch.from_numpy(X_TRAIN[:8].astype(np.float32) / 255)
+    maps = strided.features(X.reshape(-1, 1, 28, 28))
+    assert maps.shape == (8, 16, 3, 3) == plain.features(X.reshape(-1, 1, 28, 28)).shape
+    assert strided.features[:3](X.reshape(-1, 1, 28, 28)).shape == (8, 4, 14, 14)
+    # Either order, several convs a block, other kernels: the stride is the first conv's only.
+    classic = CNN(channels=(4, 8), hidden_sizes=(), convs_per_block=2, kernel_size=5,
+                  first_stride=2)
+    assert [type(m).__name__ for m in classic.features].count("MaxPool2d") == 1
+    strides = [m.stride for m in classic.features if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [(2, 2)] + [(1, 1)] * 3
+    assert classic(X).shape == (8, 10)
+    for bad in (0, 3, 1.5, True):
+        with pytest.raises(ValueError,
+                           match=f"'first_stride' parameter must be 1 or 2. Got {bad!r}"):
+            CNN(first_stride=bad)
+
+
+def test_cnn_classifier_takes_first_stride_as_a_module_parameter():
+    clf = CNNClassifier(channels=(4, 8), module__first_stride=2, max_epochs=1, tracking=False,
+                        random_state=0).fit(X_TRAIN[:256], Y_TRAIN[:256])
+    first = clf.module_.features[0]
+    assert first.stride == (2, 2) and clf.predict(X_TRAIN[:5]).shape == (5,)
+    with pytest.raises(ValueError, match="'first_stride' parameter must be 1 or 2. Got 4"):
+        CNNClassifier(module__first_stride=4, max_epochs=1,
+                      tracking=False).fit(X_TRAIN[:64], Y_TRAIN[:64])
 
 
 def test_channels_last_is_a_layout_not_a_different_network():
