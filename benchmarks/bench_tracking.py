@@ -22,7 +22,9 @@
    with its model kept in a fallback folder, against the same fit untracked, interleaved,
    median of ``--repeats``: a port where nothing listens (refused), and a server that accepts
    connections and never answers (hung, or a firewall dropping the answers), whose connections
-   are counted. The extra is the price of the fit's check; the bound is one timeout.
+   are counted. The extra is the price of the fit's check; the bound is one timeout. Then a
+   ``GridSearchCV`` of the same fit (2 candidates x 2 folds, and the refit) against the hung
+   server and untracked: the search's connections and extra time (one check for the search).
 3. processes: N processes (one torch thread each) released at once, each doing ``--fits`` small
    tracked fits (500 images, 1 epoch, no model or figures unless ``--with-models``) on one fresh
    SQLite store, after one untimed warm-up fit each; the same N untracked. Fits per second, the
@@ -308,16 +310,22 @@ def section_dead(args, X, y):
     threading.Thread(target=accept, daemon=True).start()
     servers = {"refused": refused.getsockname()[1], "hung": hung.getsockname()[1]}
 
-    def fit(tracking, fallback):
+    def fit(tracking, fallback, search=False):
+        from sklearn.model_selection import GridSearchCV
+
+        est = MLPClassifier(max_epochs=1, random_state=0, tracking=tracking,
+                            tracking_options={"fallback_dir": fallback})
+        if search:  # 2 candidates x 2 folds, then the refit: five fits
+            est = GridSearchCV(est, {"lr": [1e-3, 3e-3]}, cv=2)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TrackingWarning)
-            MLPClassifier(max_epochs=1, random_state=0, tracking=tracking,
-                          tracking_options={"fallback_dir": fallback}).fit(X, y)
+            est.fit(X, y)
         return time.perf_counter() - start
 
-    times = {"untracked": [], **{name: [] for name in servers}}
-    connections = []
+    times = {"untracked": [], **{name: [] for name in servers}, "search, untracked": [],
+             "search, hung": []}
+    connections, search_connections = [], []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-tracking-dead-") as fallback:
             fit(False, fallback)  # warm: torch, MLflow's imports
@@ -329,6 +337,11 @@ def section_dead(args, X, y):
                     times[name].append(fit(True, fallback))
                     if name == "hung":
                         connections.append(len(accepted) - before)
+                times["search, untracked"].append(fit(False, fallback, search=True))
+                mlflow.set_tracking_uri(f"http://127.0.0.1:{servers['hung']}")
+                before = len(accepted)
+                times["search, hung"].append(fit(True, fallback, search=True))
+                search_connections.append(len(accepted) - before)
             kept = len(list(Path(fallback).glob("*.pkl")))
     finally:
         refused.close()
@@ -347,8 +360,16 @@ def section_dead(args, X, y):
         extra = median(times[name]) - base
         conns = f"{median(connections):g}" if name == "hung" else ""
         print(f"| {name} | {median(times[name]):.2f} s | +{extra:.2f} s | {conns} |")
-    print(f"\nmodels kept in the fallback folder: {kept} of {2 * args.repeats}")
-    return {"seconds": times, "hung_connections": connections, "models_kept": kept,
+    base = median(times["search, untracked"])
+    extra = median(times["search, hung"]) - base
+    print(f"\n| a 2 x 2 GridSearchCV and its refit (5 fits) | search | extra over untracked | "
+          f"connections a search |\n|---|---|---|---|\n| untracked | {base:.2f} s | | |\n"
+          f"| hung | {median(times['search, hung']):.2f} s | +{extra:.2f} s | "
+          f"{median(search_connections):g} |")
+    # each fit's model (a search's refit's only: its folds log none)
+    print(f"\nmodels kept in the fallback folder: {kept} of {3 * args.repeats}")
+    return {"seconds": times, "hung_connections": connections,
+            "search_hung_connections": search_connections, "models_kept": kept,
             "reach_timeout_s": store.REACH_TIMEOUT_S}
 
 

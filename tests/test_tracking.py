@@ -423,6 +423,63 @@ def test_a_tracking_uri_where_nothing_listens_is_tried_once_and_keeps_the_model(
     assert len(tracking.pending(fallback)) == 2
 
 
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_search_against_a_dead_server_tries_it_once_and_keeps_its_fits(tmp_path, dead_port,
+                                                                          n_jobs):
+    """A search's first clone that finds the server dead is the search's verdict: its other
+    clones carry it and their fits report it, in worker processes too, with no second try."""
+    from conftest import CountingProxy
+
+    fallback = tmp_path / "kept"
+    options = {"fallback_dir": str(fallback)}
+    grid = GridSearchCV(MLPClassifier(**FAST, tracking_options=options),
+                        {"lr": [1e-3, 3e-3]}, cv=2, n_jobs=n_jobs)
+    with CountingProxy(f"127.0.0.1:{dead_port}") as proxy:
+        mlflow.set_tracking_uri(proxy.url)
+        with pytest.warns(tracking.TrackingWarning) as caught:
+            grid.fit(X_TRAIN, Y_TRAIN)
+        # once for the search (its first clone), where it was once per clone and once per fit
+        assert proxy.failed_requests == ["GET /health"]
+        said = [str(w.message) for w in caught if issubclass(w.category, tracking.TrackingWarning)]
+        if n_jobs == 1:  # worker processes' warnings stay in the workers
+            assert len(said) == 5 and all("not reachable" in m for m in said), said  # 4 folds + refit
+        assert grid.best_score_ > 0.3  # trained all the same
+        # the refit's model is kept (folds log no model), with its record
+        assert [r["status"] for _, r in tracking.pending(fallback)] == ["FINISHED"]
+        # The verdict was the search's: a later fit of its model tries the store again.
+        with pytest.warns(tracking.TrackingWarning, match="not reachable"):
+            grid.best_estimator_.fit(X_TRAIN, Y_TRAIN)
+        assert proxy.failed == 2
+        # ... and a cross-validation tries it once too (``cross_validate`` as the package finds
+        # it; this module's name was bound before the package was imported, so it is not
+        # wrapped and its folds would be checked once each)
+        import sklearn.model_selection
+
+        with pytest.warns(tracking.TrackingWarning) if n_jobs == 1 else contextlib.nullcontext():
+            sklearn.model_selection.cross_validate(
+                MLPClassifier(**FAST, tracking_options=options), X_TRAIN, Y_TRAIN, cv=3,
+                n_jobs=n_jobs)
+        assert proxy.failed == 3, proxy.failed_requests
+
+
+def test_a_searchs_verdict_of_a_dead_server_holds_for_a_minute_only(tmp_path, dead_port,
+                                                                      monkeypatch):
+    """A verdict older than ``VERDICT_S`` is not trusted: each clone and each fit checks the
+    server again, as before verdicts were shared (a server back within the search is used)."""
+    from conftest import CountingProxy
+    from mnist_estimators.tracking import context
+
+    monkeypatch.setattr(context, "VERDICT_S", 0.0)  # every verdict is already too old
+    grid = GridSearchCV(MLPClassifier(**FAST, tracking_options={"fallback_dir": str(tmp_path)}),
+                        {"lr": [1e-3, 3e-3]}, cv=2)
+    with CountingProxy(f"127.0.0.1:{dead_port}") as proxy:
+        mlflow.set_tracking_uri(proxy.url)
+        with pytest.warns(tracking.TrackingWarning):
+            grid.fit(X_TRAIN, Y_TRAIN)
+    # the base estimator's clone, then each of the 4 folds and the refit at its clone and its fit
+    assert proxy.failed == 11, proxy.failed_requests
+
+
 def test_a_server_that_never_answers_is_waited_for_once(tmp_path):
     """A server that accepts connections and never answers (hung, or a firewall's black hole)
     is connected to once per fit: the fit's check times out, and the fit falls back."""

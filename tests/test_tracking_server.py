@@ -139,6 +139,40 @@ def test_a_clone_made_while_the_server_was_down_is_tracked_once_it_is_back(serve
         assert proxy.failed == 1 and proxy.delivered > 0
 
 
+def test_a_search_keeps_its_verdict_of_a_dead_server_and_its_model_is_tracked_once_it_is_back(
+        server, dead_port, tmp_path):
+    """With autolog, a search against a dead server tries it twice: its parent run, then its
+    first clone, whose verdict its other clones and fits share. Its model, fitted again once
+    the server is back, checks the store again and is tracked."""
+    import warnings
+
+    from sklearn.model_selection import GridSearchCV
+
+    from conftest import CountingProxy
+
+    options = {"fallback_dir": str(tmp_path)}
+    grid = GridSearchCV(MLPClassifier(**FAST, tracking_options=options), {"lr": [1e-3, 3e-3]},
+                        cv=2)
+    with CountingProxy(f"127.0.0.1:{dead_port}") as proxy:
+        mlflow.set_tracking_uri(proxy.url)
+        tracking.autolog()
+        try:
+            with pytest.warns(tracking.TrackingWarning, match="its fits are not grouped"):
+                grid.fit(X_TRAIN, Y_TRAIN)
+        finally:
+            tracking.autolog(False)
+        # 12 before verdicts were shared: the parent run, 6 clones and 5 fits
+        assert proxy.failed_requests == ["GET /health"] * 2
+        proxy.upstream = server[0].removeprefix("http://")  # the server is back
+        model = grid.best_estimator_
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", tracking.TrackingWarning)
+            model.fit(X_TRAIN, Y_TRAIN)
+        run = mlflow.MlflowClient(proxy.url).get_run(model.last_run_id_)
+        assert run.info.status == "FINISHED" and run.data.params["lr"] == str(grid.best_params_["lr"])
+        assert proxy.failed == 2 and proxy.delivered > 0
+
+
 def test_registry_name_alias_and_load(server, monkeypatch):
     uri, _ = server
     mlflow.set_tracking_uri(uri)

@@ -88,13 +88,20 @@ class MlflowRunLogger(MlflowLogger):
             if len(X_raw) != source.get("n", -1):
                 source["rows"] = "subset"
         source = source or {"kind": "arrays"}
-        self.run_ = FitRun(self._context(), options)
+        self.run_ = FitRun(self._context(net), options)
         self.run_.start(net, X_raw, self.raw_y_, pipeline, position, source)
         self._catch_sigterm()
 
-    def _context(self):
+    def _context(self, net):
         if self.context is None:  # captured now: a store it found unusable is this fit's error
             context = capture_context()
+        elif self.context.verdict_holds():
+            # the verdict of the search (cross-validation, ensemble) that cloned this fit, found
+            # less than a minute ago: trusted by this fit, and by no later fit of this estimator
+            context = self.context
+            self.context = context.replace(store_error=None, verdict_at=None)
+            if getattr(net, "tracking_context_", None) is context:
+                net.tracking_context_ = self.context
         else:  # captured at the clone, maybe long ago: the store is checked again
             context = self.context.replace(store_error=None)
         active = current_parent()  # a run opened in this process since the clone wins

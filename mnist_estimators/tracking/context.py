@@ -27,6 +27,7 @@ DEFAULT_OPTIONS = {
 }
 
 _enabled = None
+VERDICT_S = 60.0  # how long a search's verdict of a dead store holds (``RunContext.verdict_at``)
 
 
 class TrackingError(RuntimeError):
@@ -86,8 +87,24 @@ class RunContext:
     # Why the store could not be opened when this context was captured ("the MLflow tracking
     # server ... is not reachable ..."): a fit that captured it at its start reports it as its
     # own, without trying the store a second time (a server that does not answer costs its
-    # timeout once). A clone's context, captured earlier, is checked again at its fit.
+    # timeout once). A clone's context, captured earlier, is checked again at its fit, unless
+    # it is a scope's recent verdict (``verdict_at``).
     store_error: str | None = None
+    # When ``store_error`` is the verdict of the search, cross-validation or ensemble that
+    # cloned this estimator: the wall-clock time (``time.time()``, comparable across the
+    # processes of a machine) its clone found the store unusable. The scope gives it to its
+    # later clones, and a clone's first fit reports it without trying the store again, for
+    # ``VERDICT_S`` seconds (``verdict_holds``): a search against a dead server tries it once a
+    # minute, not twice a fit, and sees a server that came back within a minute. A later fit
+    # of the same estimator checks the store again.
+    verdict_at: float | None = None
+
+    def verdict_holds(self):
+        """Is this context's ``store_error`` a scope's verdict recent enough to trust?"""
+        import time
+
+        return (self.store_error is not None and self.verdict_at is not None
+                and 0 <= time.time() - self.verdict_at < VERDICT_S)
 
     def replace(self, **changes):
         return replace(self, **changes)

@@ -22,6 +22,12 @@ by public scikit-learn methods, never read off the call stack.
 
 Clones can be made in joblib's dispatch threads, so the clone scopes are per process, under a
 lock, and found by the identity of the object being cloned, never by thread.
+
+Scope verdicts: a clone of a scope that finds the tracking store unusable (a server that
+refuses or does not answer) leaves that context in the scope's ``store_verdict``; the scope's
+later clones carry it without trying the store again, and their first fits trust it, for
+``context.VERDICT_S`` from when it was found (``RunContext.verdict_at``). A search against a
+dead server tries it once a minute, not twice a fit.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import numbers
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 _local = threading.local()
 _lock = threading.Lock()
@@ -96,6 +102,8 @@ class Claim:
     # where the scope's X came from (``data.data_source``), found here, in the process that has
     # it: a fold is a copy, and a worker's copy of X is not the array a reader returned
     data_source: dict | None = None
+    # the scope that made the clone (set by ``claim``), whose ``store_verdict`` its clones share
+    scope: object = None
 
 
 class SearchScope:
@@ -106,6 +114,7 @@ class SearchScope:
     """
 
     kind = "search"
+    store_verdict = None  # see ``Scope verdicts`` in the module's docstring
 
     def __init__(self, search, n_splits, candidates, n_candidates, keys, data_source=None):
         self.search = search
@@ -146,6 +155,7 @@ class CrossValidationScope:
     fold number to them; the tag says which function: ``of cross_validate``)."""
 
     kind = "cross-validation"
+    store_verdict = None  # see ``Scope verdicts`` in the module's docstring
 
     def __init__(self, estimator, label, data_source=None):
         self.label = label
@@ -163,6 +173,7 @@ class EnsembleScope:
     candidate's values read from ``root``, what the search cloned (``fold_root``)."""
 
     kind = "ensemble"
+    store_verdict = None  # see ``Scope verdicts`` in the module's docstring
 
     def __init__(self, ensemble):
         self.root = fold_root(ensemble)
@@ -254,12 +265,13 @@ def known(estimator):
 
 def claim(source, twin):
     """What the innermost search, cross-validation or ensemble open in this process that made
-    ``twin``, a clone of ``source``, says of it (a ``Claim``); None if none made it."""
+    ``twin``, a clone of ``source``, says of it (a ``Claim``, naming the scope); None if none
+    made it."""
     with _lock:
         for scope in reversed(_clone_scopes):
-            position = scope.claim(source, twin)
-            if position is not None:
-                return position
+            said = scope.claim(source, twin)
+            if said is not None:
+                return replace(said, scope=scope)
     return None
 
 

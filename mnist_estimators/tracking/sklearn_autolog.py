@@ -62,7 +62,18 @@ def _clone_hook(source, twin):
         if "fold" in (position or {}) and current_parent() is None:
             twin.tracking_context_ = inherited.replace(position=position)
             return
-    context = capture_context()
+    # One look at the store a minute for a search, cross-validation or ensemble: a store one of
+    # its clones found unusable is its verdict for its later clones and their fits, for
+    # VERDICT_S (scopes' "Scope verdicts"); the switch and a parent run opened since come first.
+    scope = claim.scope if claim is not None else None
+    verdict = getattr(scope, "store_verdict", None)
+    if verdict is not None and verdict.verdict_holds() and is_enabled() \
+            and current_parent() is None:
+        context = verdict
+    else:
+        context = capture_context()
+        if scope is not None and context.store_error is not None:
+            context = scope.store_verdict = context.replace(verdict_at=time.time())
     if claim is not None and claim.data_source is not None:
         context = context.replace(data_source=claim.data_source)
     twin.tracking_context_ = context.replace(position=position) if position else context
